@@ -1,0 +1,343 @@
+"""The ``.icm`` container format, version 1.0. This docstring is the normative spec.
+
+Pure Python (``struct`` and ``zlib``): no torch, no numpy, no ``icmcodec`` import, so
+``icm info`` is instant and other tools can read headers with the standard library.
+
+Layout
+------
+All integers are little-endian. A file is ``header | chunk table | payloads | crc``::
+
+    offset size  field
+    0      8     magic            b"\\x89ICM\\r\\n\\x1a\\n"  (non-ASCII first byte; the
+                                  CR-LF / ^Z / LF tail catches text-mode mangling, as PNG)
+    8      1     major            format major version; a reader refuses a major it
+                                  does not know (UnsupportedVersionError)
+    9      1     minor            minor version; newer minors only add optional chunks
+    10     2     header_size      bytes from offset 0 to the end of the chunk table
+    12     8     total_size       size of the whole file in bytes, crc included
+    20     2     method           MethodId
+    22     2     task             TaskTag
+    24     2     coder            CoderId (the entropy coder and its table format)
+    26     2     flags            bit field, all bits reserved (must be 0 in 1.0)
+    28     8     quality          float64; the codec quantizes it to 1/256 steps
+                                  (``round(quality * 256)``) before use, and writers
+                                  store that canonical value
+    36     4     height           original image height in pixels (>= 1)
+    40     4     width            original image width in pixels (>= 1)
+    44     4     coded_height     padded height the latents were computed on
+    48     4     coded_width      padded width
+    52     16    model_hash       first 16 bytes of SHA-256 of the base model file
+    68     16    adapter_hash     first 16 bytes of SHA-256 of the task adapter or
+                                  prompt set; 16 zero bytes for none
+    84     2     chunk_count      number of chunk table entries (<= MAX_CHUNKS)
+    86     2     reserved         0
+    88     8*n   chunk table      per chunk: u16 type (ChunkType), u16 chunk flags
+                                  (bit 0: required), u32 payload length
+    ...          payloads         in chunk-table order, back to back
+    end-4  4     crc              CRC-32 (zlib) of every preceding byte of the file
+
+The CRC-32 detects every single-bit change anywhere in the file (and every burst of
+up to 32 bits). bpp as ``icm`` reports it is ``8 * total_size / (height * width)``.
+
+Reading rules (each failure raises its own subclass of ``BitstreamError``):
+
+1. Fewer bytes than the magic, or a wrong magic: ``BadMagicError`` (a strict prefix of
+   the magic is reported as ``TruncatedError``).
+2. A major version other than ``MAJOR``: ``UnsupportedVersionError``.
+3. Fewer bytes than the fixed header or the chunk table: ``TruncatedError``.
+4. Limits, checked before anything is allocated: ``height``, ``width``, coded sizes
+   ``<= MAX_SIDE``, ``height * width <= MAX_PIXELS``, ``chunk_count <= MAX_CHUNKS``,
+   ``total_size <= MAX_FILE_SIZE``, coded size >= size: ``LimitError``.
+5. The file is shorter than ``total_size``: ``TruncatedError``; longer:
+   ``TrailingDataError``.
+6. Header size or chunk lengths that do not add up to ``total_size``:
+   ``LengthError``.
+7. CRC mismatch: ``ChecksumError``.
+8. An unknown enum value in method, task or coder: ``UnknownValueError``; nonzero
+   reserved flags: ``UnknownValueError``.
+9. A chunk of a type this reader does not know is skipped if its ``required`` flag is
+   clear (a newer minor version may add those) and refused with
+   ``UnsupportedFeatureError`` if set.
+
+The enums below are frozen: every value is explicit, none is ever derived from list
+order, and a retired value is never reused.
+"""
+from __future__ import annotations
+
+import math
+import struct
+import zlib
+from dataclasses import dataclass, field
+from enum import IntEnum
+
+MAGIC = b"\x89ICM\r\n\x1a\n"
+MAJOR = 1
+MINOR = 0
+
+MAX_SIDE = 1 << 16
+MAX_PIXELS = 1 << 26
+MAX_CHUNKS = 64
+MAX_FILE_SIZE = 1 << 31
+
+_FIXED = struct.Struct("<8sBBHQHHHHdIIII16s16sHH")
+_CHUNK = struct.Struct("<HHI")
+FIXED_SIZE = _FIXED.size  # 88
+_CRC = struct.Struct("<I")
+CHUNK_REQUIRED = 1
+
+
+class TaskTag(IntEnum):
+    """What the decoder produces. Frozen numbering."""
+
+    RECON = 0
+    SEMSEG = 1
+    DEPTH = 2
+    BOUNDARY = 3
+    SALIENCY = 4
+    CLS = 5
+    NORMAL = 6
+
+
+class MethodId(IntEnum):
+    """Which codec made the file. Frozen numbering; 0 is never valid."""
+
+    HYPERPRIOR = 1
+    TRANSTIC = 2
+    PROMPT_ICM = 3
+    DORA_ICM = 4
+    MPA = 5
+
+
+class CoderId(IntEnum):
+    """Entropy coder and table format. Frozen numbering; 0 is never valid.
+
+    RANGE_CATEGORICAL_V1: constriction's ``queue.RangeEncoder`` (32-bit words, stored
+    ``<u4``) over ``Categorical(perfect=False)`` models built from integer count tables
+    baked into the model file; symbols grouped by table index in ascending order,
+    out-of-table values escaped and appended (see ``icmcodec.entropy``).
+    """
+
+    RANGE_CATEGORICAL_V1 = 1
+
+
+class ChunkType(IntEnum):
+    """Payload kinds. Frozen numbering; 0 is never valid."""
+
+    HYPER = 1  # range-coded hyper-latent z
+    LATENT = 2  # range-coded latent y (may repeat, in order)
+    SIDE = 3  # method-specific side information
+    META = 4  # optional UTF-8 JSON, informative only
+
+
+class BitstreamError(ValueError):
+    """Base class: the bytes are not a valid .icm file."""
+
+
+class BadMagicError(BitstreamError):
+    pass
+
+
+class UnsupportedVersionError(BitstreamError):
+    pass
+
+
+class TruncatedError(BitstreamError):
+    pass
+
+
+class TrailingDataError(BitstreamError):
+    pass
+
+
+class LengthError(BitstreamError):
+    pass
+
+
+class LimitError(BitstreamError):
+    pass
+
+
+class ChecksumError(BitstreamError):
+    pass
+
+
+class UnknownValueError(BitstreamError):
+    pass
+
+
+class UnsupportedFeatureError(BitstreamError):
+    pass
+
+
+@dataclass
+class Chunk:
+    type: int
+    data: bytes
+    required: bool = True
+
+
+@dataclass
+class Header:
+    method: MethodId
+    task: TaskTag
+    coder: CoderId
+    quality: float
+    height: int
+    width: int
+    coded_height: int
+    coded_width: int
+    model_hash: bytes
+    adapter_hash: bytes = bytes(16)
+    flags: int = 0
+    major: int = MAJOR
+    minor: int = MINOR
+
+    def as_dict(self) -> dict:
+        return {
+            "format": f"{self.major}.{self.minor}",
+            "method": self.method.name.lower(),
+            "task": self.task.name.lower(),
+            "coder": self.coder.name.lower(),
+            "quality": self.quality,
+            "height": self.height,
+            "width": self.width,
+            "coded_height": self.coded_height,
+            "coded_width": self.coded_width,
+            "model_hash": self.model_hash.hex(),
+            "adapter_hash": None if self.adapter_hash == bytes(16) else self.adapter_hash.hex(),
+            "flags": self.flags,
+        }
+
+
+@dataclass
+class Container:
+    header: Header
+    chunks: list[Chunk] = field(default_factory=list)
+    total_size: int = 0
+
+    def get(self, ctype: ChunkType) -> list[bytes]:
+        return [c.data for c in self.chunks if c.type == ctype]
+
+
+def canonical_quality(q: float) -> float:
+    """The 1/256 grid every quality is snapped to before use."""
+    if not math.isfinite(q):
+        raise ValueError("quality must be a finite number")
+    return round(q * 256) / 256
+
+
+def _check_limits(h: int, w: int, ch: int, cw: int) -> None:
+    for name, v in (("height", h), ("width", w), ("coded height", ch), ("coded width", cw)):
+        if not 1 <= v <= MAX_SIDE:
+            raise LimitError(f"{name} {v} outside 1..{MAX_SIDE}")
+    if h * w > MAX_PIXELS:
+        raise LimitError(f"{w}x{h} is over the limit of {MAX_PIXELS} pixels")
+    if ch < h or cw < w:
+        raise LimitError("coded size smaller than image size")
+
+
+def pack(header: Header, chunks: list[Chunk]) -> bytes:
+    """Serialize a container; validates everything a reader would."""
+    _check_limits(header.height, header.width, header.coded_height, header.coded_width)
+    if len(chunks) > MAX_CHUNKS:
+        raise LimitError(f"{len(chunks)} chunks, limit {MAX_CHUNKS}")
+    if len(header.model_hash) != 16 or len(header.adapter_hash) != 16:
+        raise ValueError("hashes must be 16 bytes")
+    header_size = FIXED_SIZE + _CHUNK.size * len(chunks)
+    total = header_size + sum(len(c.data) for c in chunks) + _CRC.size
+    if total > MAX_FILE_SIZE:
+        raise LimitError(f"file would be {total} bytes, limit {MAX_FILE_SIZE}")
+    parts = [
+        _FIXED.pack(
+            MAGIC, MAJOR, MINOR, header_size, total, int(MethodId(header.method)),
+            int(TaskTag(header.task)), int(CoderId(header.coder)), header.flags,
+            canonical_quality(header.quality), header.height, header.width,
+            header.coded_height, header.coded_width, header.model_hash,
+            header.adapter_hash, len(chunks), 0,
+        )
+    ]
+    for c in chunks:
+        parts.append(_CHUNK.pack(int(c.type), CHUNK_REQUIRED if c.required else 0, len(c.data)))
+    parts.extend(c.data for c in chunks)
+    body = b"".join(parts)
+    return body + _CRC.pack(zlib.crc32(body))
+
+
+def _enum(cls, v: int, what: str):
+    try:
+        return cls(v)
+    except ValueError:
+        raise UnknownValueError(f"unknown {what} id {v}") from None
+
+
+def read_header(data: bytes) -> tuple[Header, int, int, int]:
+    """Parse and check the fixed header: (header, header_size, total_size, chunk_count).
+
+    Needs only the first ``FIXED_SIZE`` bytes; checks rules 1-4 of the spec.
+    """
+    if len(data) < len(MAGIC):
+        if MAGIC.startswith(bytes(data)) and data:
+            raise TruncatedError(f"file is {len(data)} bytes, shorter than the magic")
+        raise BadMagicError("not an .icm file (bad magic)")
+    if data[: len(MAGIC)] != MAGIC:
+        raise BadMagicError("not an .icm file (bad magic)")
+    if len(data) < len(MAGIC) + 1:
+        raise TruncatedError("file ends inside the header")
+    major = data[len(MAGIC)]
+    if major != MAJOR:
+        raise UnsupportedVersionError(f"format version {major}.x is not supported (this reader: {MAJOR}.{MINOR})")
+    if len(data) < FIXED_SIZE:
+        raise TruncatedError(f"file ends inside the header ({len(data)} of {FIXED_SIZE} bytes)")
+    (_, major, minor, header_size, total, method, task, coder, flags, quality, h, w, ch, cw,
+     mhash, ahash, n_chunks, reserved) = _FIXED.unpack_from(data, 0)
+    _check_limits(h, w, ch, cw)
+    if n_chunks > MAX_CHUNKS:
+        raise LimitError(f"{n_chunks} chunks, limit {MAX_CHUNKS}")
+    if total > MAX_FILE_SIZE:
+        raise LimitError(f"declared size {total} bytes, limit {MAX_FILE_SIZE}")
+    if not math.isfinite(quality):
+        raise UnknownValueError("quality is not a finite number")
+    header = Header(
+        method=_enum(MethodId, method, "method"), task=_enum(TaskTag, task, "task"),
+        coder=_enum(CoderId, coder, "coder"), quality=quality, height=h, width=w,
+        coded_height=ch, coded_width=cw, model_hash=mhash, adapter_hash=ahash, flags=flags,
+        major=major, minor=minor,
+    )
+    if reserved != 0 or flags != 0:
+        raise UnknownValueError("reserved header bits are set")
+    return header, header_size, total, n_chunks
+
+
+def unpack(data: bytes) -> Container:
+    """Parse and fully verify a container (rules 1-9)."""
+    data = bytes(data)
+    header, header_size, total, n_chunks = read_header(data)
+    if header_size != FIXED_SIZE + _CHUNK.size * n_chunks:
+        raise LengthError(f"header size {header_size} does not match {n_chunks} chunks")
+    if len(data) < total:
+        raise TruncatedError(f"file is {len(data)} bytes, header says {total}")
+    if len(data) > total:
+        raise TrailingDataError(f"{len(data) - total} bytes after the end of the file")
+    if total < header_size + _CRC.size:
+        raise LengthError("declared size smaller than the header")
+    entries = [_CHUNK.unpack_from(data, FIXED_SIZE + i * _CHUNK.size) for i in range(n_chunks)]
+    if header_size + sum(e[2] for e in entries) + _CRC.size != total:
+        raise LengthError("chunk lengths do not add up to the file size")
+    (crc,) = _CRC.unpack_from(data, total - _CRC.size)
+    if zlib.crc32(data[: total - _CRC.size]) != crc:
+        raise ChecksumError("checksum mismatch: the file is damaged")
+    chunks, pos = [], header_size
+    known = {int(t) for t in ChunkType}
+    for ctype, cflags, length in entries:
+        payload = data[pos : pos + length]
+        pos += length
+        if ctype not in known:
+            if cflags & CHUNK_REQUIRED:
+                raise UnsupportedFeatureError(f"required chunk type {ctype} is not supported by this reader")
+            continue  # optional chunk from a newer minor version
+        chunks.append(Chunk(ctype, payload, bool(cflags & CHUNK_REQUIRED)))
+    return Container(header, chunks, total)
+
+
+def bits_per_pixel(container: Container) -> float:
+    return 8.0 * container.total_size / (container.header.height * container.header.width)

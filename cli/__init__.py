@@ -1,0 +1,1 @@
+"""Command line interface: ``icm`` (see cli.main)."""

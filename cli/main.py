@@ -1,0 +1,327 @@
+"""The ``icm`` command line (click). Torch is imported inside commands only, so
+``icm --help`` and ``icm info`` start instantly.
+
+Exit status: 0 everything succeeded; 1 some inputs of a batch failed (the others were
+written); 2 a usage error, or the one input given is damaged or unreadable.
+"""
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import click
+
+import bitstream
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff", ".ppm", ".pgm", ".gif")
+EXIT_OK, EXIT_PARTIAL, EXIT_USAGE = 0, 1, 2
+
+
+class InputError(Exception):
+    """A bad input: reported in one line; exit 2 if it was the only input."""
+
+
+@dataclass
+class Job:
+    src: str  # path, or "-" for stdin bytes
+    rel: Path  # relative output stem (for --out-dir)
+
+
+def _fail(msg: str) -> None:
+    click.echo(f"icm: error: {msg}", err=True)
+    sys.exit(EXIT_USAGE)
+
+
+def collect(inputs: tuple[str, ...], suffixes: tuple[str, ...], stdin_is_list: bool) -> list[Job]:
+    """Expand files, folders (recursively, keeping relative paths) and '-'."""
+    jobs: list[Job] = []
+    for item in inputs:
+        if item == "-":
+            if stdin_is_list:
+                for line in sys.stdin:
+                    line = line.rstrip("\r\n")
+                    if line:
+                        jobs.append(Job(line, Path(Path(line).name)))
+            else:
+                jobs.append(Job("-", Path("stdin")))
+            continue
+        p = Path(item)
+        if p.is_dir():
+            found = sorted(f for f in p.rglob("*") if f.is_file() and f.suffix.lower() in suffixes)
+            jobs.extend(Job(str(f), f.relative_to(p)) for f in found)
+        else:
+            jobs.append(Job(item, Path(p.name)))
+    return jobs
+
+
+def output_path(job: Job, out: str | None, out_dir: str | None, suffix: str) -> Path | None:
+    """Where a job's output goes; None means stdout."""
+    if out == "-":
+        return None
+    if out:
+        return Path(out)
+    if out_dir:
+        return Path(out_dir) / job.rel.with_suffix(suffix)
+    if job.src == "-":
+        raise InputError("reading from stdin: give -o FILE (or -o - for stdout)")
+    return Path(job.src).with_suffix(suffix)
+
+
+class Progress:
+    """A progress bar on stderr when it is a terminal; silent otherwise."""
+
+    def __init__(self, total: int, label: str):
+        self.total, self.label, self.done = total, label, 0
+        self.on = total > 1 and sys.stderr.isatty()
+
+    def step(self) -> None:
+        self.done += 1
+        if self.on:
+            n = 30 * self.done // self.total
+            sys.stderr.write(f"\r{self.label} [{'#' * n}{'.' * (30 - n)}] {self.done}/{self.total}")
+            sys.stderr.flush()
+
+    def close(self) -> None:
+        if self.on:
+            sys.stderr.write("\n")
+
+
+def run_batch(jobs: list[Job], label: str, work) -> int:
+    """Run ``work(job)`` for each job, keep going past failures, report at the end."""
+    if not jobs:
+        _fail("no inputs found")
+    failed: list[tuple[str, str, bool]] = []
+    notes: list[str] = []
+    progress = Progress(len(jobs), label)
+    t0 = time.time()
+    for job in jobs:
+        try:
+            notes.append(work(job))
+        except InputError as e:
+            failed.append((job.src, str(e), True))
+        except KeyboardInterrupt:
+            progress.close()
+            click.echo("icm: interrupted", err=True)
+            sys.exit(130)
+        except Exception as e:  # one line per failure, never a traceback
+            failed.append((job.src, f"internal error ({e.__class__.__name__}: {e})", False))
+        progress.step()
+    progress.close()
+    if len(jobs) == 1 and notes:
+        click.echo(notes[0], err=True)
+    for src, msg, _ in failed:
+        click.echo(f"icm: error: {src}: {msg}", err=True)
+    if len(jobs) > 1:
+        click.echo(f"{label}: {len(jobs) - len(failed)} ok, {len(failed)} failed, {time.time() - t0:.1f} s", err=True)
+    if not failed:
+        return EXIT_OK
+    if len(jobs) == 1 and failed[0][2]:
+        return EXIT_USAGE
+    return EXIT_PARTIAL
+
+
+def write_output(path: Path | None, data: bytes, src: str) -> None:
+    if path is None:
+        sys.stdout.buffer.write(data)
+        sys.stdout.buffer.flush()
+        return
+    if src != "-" and path.exists() and os.path.samefile(path, src):
+        raise InputError(f"output {path} would overwrite the input")
+    from icmcodec.imageio import atomic_write
+
+    atomic_write(path, data)
+
+
+def _quiet_torch_warnings() -> None:
+    import warnings
+
+    warnings.filterwarnings("ignore", category=FutureWarning)
+    warnings.filterwarnings("ignore", category=UserWarning, module="torch")
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="icm", prog_name="icm")
+def main() -> None:
+    """icm: an image codec for machines.
+
+    \b
+    icm encode street.png --task recon -o street.icm
+    icm decode street.icm                  # -> street.png
+    icm info street.icm                    # header, instantly
+    icm models                             # what is installed
+
+    Models ship inside the package; ICM_MODEL_PATH adds folders of your own.
+    Exit status: 0 ok, 1 some inputs of a batch failed, 2 usage error or a
+    damaged single input.
+    """
+
+
+DEVICE = click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True,
+                      help="where the networks run; the bytes decode the same on either")
+
+
+@main.command()
+@click.argument("inputs", nargs=-1, required=True)
+@click.option("-o", "--output", "out", metavar="OUT", help="output file for a single input; '-' for stdout")
+@click.option("--out-dir", type=click.Path(file_okay=False), help="write outputs here, keeping relative paths")
+@click.option("--task", default="recon", show_default=True, help="what the decoder will produce (see 'icm models')")
+@click.option("--quality", type=float, default=None,
+              help="rate/quality trade-off, a real number in the model's quality range (low = fewest bits); default 3")
+@click.option("--model", default=None, help="model name or folder (default: the task's default model)")
+@DEVICE
+def encode(inputs, out, out_dir, task, quality, model, device):
+    """Encode pictures into .icm files.
+
+    INPUTS are image files, folders (searched recursively) or '-' for a list of
+    paths on stdin, one per line. Without -o/--out-dir, x.png becomes x.icm beside it.
+    Alpha is composited over white; 16-bit and grayscale inputs become 8-bit RGB;
+    EXIF rotation is applied.
+    """
+    if out and out_dir:
+        _fail("give -o or --out-dir, not both")
+    jobs = collect(inputs, IMAGE_SUFFIXES, stdin_is_list=True)
+    if out and len(jobs) != 1:
+        _fail(f"-o names one output but there are {len(jobs)} inputs; use --out-dir")
+    _quiet_torch_warnings()
+    from icmcodec import pipeline
+    from icmcodec.imageio import ImageInputError, load_rgb
+
+    try:
+        codec = pipeline.load_codec(model, task=task, device=device)
+    except (pipeline.UsageError, LookupError) as e:
+        _fail(str(e))
+
+    def work(job: Job) -> str:
+        t0 = time.time()
+        dst = output_path(job, out, out_dir, ".icm")
+        try:
+            rgb = load_rgb(job.src)
+        except ImageInputError as e:
+            raise InputError(str(e)) from None
+        try:
+            data = pipeline.encode_image(rgb, task=task, quality=quality, codec=codec)
+        except pipeline.UsageError as e:
+            raise InputError(str(e)) from None
+        write_output(dst, data, job.src)
+        h, w = rgb.shape[:2]
+        return (f"{job.src} -> {dst or 'stdout'}: {len(data)} bytes, {8 * len(data) / (h * w):.4f} bpp, "
+                f"{w}x{h}, {time.time() - t0:.2f} s")
+
+    try:
+        sys.exit(run_batch(jobs, "encode", work))
+    except pipeline.UsageError as e:
+        _fail(str(e))
+
+
+@main.command()
+@click.argument("inputs", nargs=-1, required=True)
+@click.option("-o", "--output", "out", metavar="OUT", help="output file for a single input; '-' for stdout")
+@click.option("--out-dir", type=click.Path(file_okay=False), help="write outputs here, keeping relative paths")
+@DEVICE
+def decode(inputs, out, out_dir, device):
+    """Decode .icm files into the task's output.
+
+    INPUTS are .icm files, folders (searched recursively for *.icm) or '-' for one
+    bitstream on stdin. recon files become an 8-bit RGB PNG: x.icm -> x.png.
+    """
+    if out and out_dir:
+        _fail("give -o or --out-dir, not both")
+    jobs = collect(inputs, (".icm",), stdin_is_list=False)
+    if out and len(jobs) != 1:
+        _fail(f"-o names one output but there are {len(jobs)} inputs; use --out-dir")
+    _quiet_torch_warnings()
+    from icmcodec import pipeline
+    from icmcodec.entropy import CorruptStreamError
+    from icmcodec.imageio import png_bytes
+
+    def work(job: Job) -> str:
+        t0 = time.time()
+        dst = output_path(job, out, out_dir, ".png")
+        try:
+            data = sys.stdin.buffer.read() if job.src == "-" else Path(job.src).read_bytes()
+        except OSError as e:
+            raise InputError(f"cannot read ({e.strerror})") from None
+        try:
+            res = pipeline.decode_bytes(data, device=device)
+        except (bitstream.BitstreamError, CorruptStreamError, pipeline.UsageError) as e:
+            raise InputError(str(e)) from None
+        from PIL import Image
+
+        write_output(dst, png_bytes(Image.fromarray(res.rgb, "RGB")), job.src)
+        return f"{job.src} -> {dst or 'stdout'}: {res.task}, {res.bpp:.4f} bpp, {time.time() - t0:.2f} s"
+
+    sys.exit(run_batch(jobs, "decode", work))
+
+
+@main.command()
+@click.argument("path")
+@click.option("--json", "as_json", is_flag=True, help="print one JSON object")
+def info(path, as_json):
+    """Print the header of an .icm file (no model is loaded)."""
+    try:
+        data = sys.stdin.buffer.read() if path == "-" else Path(path).read_bytes()
+    except OSError as e:
+        _fail(f"{path}: cannot read ({e.strerror})")
+    try:
+        c = bitstream.unpack(data)
+    except bitstream.BitstreamError as e:
+        _fail(f"{path}: {e}")
+    d = c.header.as_dict()
+    d["file_bytes"] = c.total_size
+    d["bpp"] = round(bitstream.bits_per_pixel(c), 6)
+    d["chunks"] = [{"type": bitstream.ChunkType(ch.type).name.lower(), "bytes": len(ch.data)} for ch in c.chunks]
+    if as_json:
+        click.echo(json.dumps(d))
+        return
+    for k, v in d.items():
+        if k == "chunks":
+            v = ", ".join(f"{x['type']} {x['bytes']} B" for x in v)
+        click.echo(f"{k:13s} {v}")
+
+
+def _param_count(weights: Path) -> int:
+    """Learned parameters (not tables) from the safetensors header, without torch."""
+    with open(weights, "rb") as f:
+        n = int.from_bytes(f.read(8), "little")
+        meta = json.loads(f.read(n))
+    total = 0
+    for k, v in meta.items():
+        if k.startswith(("float.", "exact.h_s.", "exact.log2_gain", "exact.z_median")):
+            size = 1
+            for s in v["shape"]:
+                size *= s
+            total += size
+    return total
+
+
+@main.command()
+@click.option("--json", "as_json", is_flag=True, help="print a JSON list")
+def models(as_json):
+    """List installed models and per-task artifacts."""
+    from icmcodec import zoo
+
+    rows = []
+    for m in zoo.available():
+        rows.append({
+            "name": m.name, "task": m.config.get("task"), "method": m.config.get("method"),
+            "quality_range": m.config.get("quality_range"), "params": _param_count(m.weights),
+            "bytes": m.bytes, "path": str(m.path),
+        })
+    if as_json:
+        click.echo(json.dumps(rows))
+        return
+    if not rows:
+        click.echo("no models installed", err=True)
+        return
+    click.echo(f"{'name':16s} {'task':8s} {'method':12s} {'quality':10s} {'params':>9s} {'bytes':>9s}")
+    for r in rows:
+        q = "{:g}..{:g}".format(*r["quality_range"])
+        click.echo(f"{r['name']:16s} {r['task']:8s} {r['method']:12s} {q:10s} {r['params']:9d} {r['bytes']:9d}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,236 @@
+"""Training of the base reconstruction codec (``python -m icmcodec.train``).
+
+A run lives in one folder: ``train_config.json`` (everything that defines the run),
+``last.pt`` (model, optimisers, step, RNG state: ``--resume`` continues from it),
+``log.csv`` (one row per logging interval) and ``val.csv``. Export to the shipped
+format is a separate step (``python -m icmcodec.zoo.export``) so a checkpoint can be
+exported at any time while training continues.
+
+Data: image folders with weights (``--data DIR:WEIGHT``), loaded once into memory,
+random crops and flips; each image in a batch draws a random quality level and the
+loss is ``lambda[level] * 255**2 * MSE + bpp``.
+"""
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import math
+import os
+import random
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from icmcodec.imageio import IMAGE_SUFFIXES, load_rgb
+from icmcodec.methods.hyperprior import GainedHyperprior, HyperpriorConfig
+
+
+def list_images(folder: Path) -> list[Path]:
+    return sorted(p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
+
+
+class CropSampler:
+    """Random crops from several weighted folders held in memory as uint8 arrays."""
+
+    def __init__(self, sources: list[tuple[str, float]], crop: int, seed: int):
+        self.rng = np.random.default_rng(seed)
+        self.crop = crop
+        self.groups: list[list[np.ndarray]] = []
+        weights = []
+        for folder, w in sources:
+            imgs = [a for a in (load_rgb(p) for p in list_images(Path(folder))) if min(a.shape[:2]) >= crop]
+            if not imgs:
+                raise SystemExit(f"error: no image of at least {crop}px a side in {folder}")
+            self.groups.append(imgs)
+            weights.append(w)
+            print(f"data: {folder}: {len(imgs)} images, weight {w}", file=sys.stderr)
+        self.weights = np.asarray(weights, dtype=np.float64) / sum(weights)
+
+    def batch(self, n: int) -> torch.Tensor:
+        out = np.empty((n, self.crop, self.crop, 3), dtype=np.uint8)
+        for i in range(n):
+            g = self.groups[self.rng.choice(len(self.groups), p=self.weights)]
+            a = g[self.rng.integers(len(g))]
+            y = self.rng.integers(a.shape[0] - self.crop + 1)
+            x = self.rng.integers(a.shape[1] - self.crop + 1)
+            c = a[y : y + self.crop, x : x + self.crop]
+            if self.rng.random() < 0.5:
+                c = c[:, ::-1]
+            out[i] = c
+        return torch.from_numpy(out).permute(0, 3, 1, 2).float().div_(255.0)
+
+
+def rd_loss(model: GainedHyperprior, x: torch.Tensor, levels: torch.Tensor) -> dict:
+    out = model(x, levels)
+    n_px = x.shape[2] * x.shape[3]
+    bits_y = -torch.log2(out["y_lik"]).flatten(1).sum(1)
+    bits_z = -torch.log2(out["z_lik"]).flatten(1).sum(1)
+    bpp = (bits_y + bits_z) / n_px
+    mse = F.mse_loss(out["x_hat"].clamp(0, 1), x, reduction="none").flatten(1).mean(1)
+    lam = torch.tensor(model.cfg.lambdas, dtype=x.dtype)[levels]
+    loss = (lam * 255.0**2 * mse + bpp).mean()
+    psnr = (-10 * torch.log10(mse.clamp(min=1e-10))).mean()
+    return {"loss": loss, "bpp": bpp.mean(), "mse": mse.mean(), "psnr": psnr}
+
+
+@torch.no_grad()
+def validate(model: GainedHyperprior, images: list[np.ndarray]) -> list[dict]:
+    """Estimated bpp / PSNR per level on held-aside images (rounded latents)."""
+    model.eval()
+    rows = []
+    for level in range(model.cfg.levels):
+        bpps, psnrs = [], []
+        for a in images:
+            x = torch.from_numpy(a).permute(2, 0, 1)[None].float() / 255
+            h, w = x.shape[2:]
+            ph, pw = (-h) % 64, (-w) % 64
+            xp = F.pad(x, (0, pw, 0, ph), mode="replicate")
+            out = model(xp, torch.tensor([level]))
+            bits = -torch.log2(out["y_lik"]).sum() - torch.log2(out["z_lik"]).sum()
+            bpps.append(float(bits) / (h * w))
+            mse = F.mse_loss(out["x_hat"][..., :h, :w].clamp(0, 1), x)
+            psnrs.append(float(-10 * torch.log10(mse)))
+        rows.append({"level": level, "bpp": float(np.mean(bpps)), "psnr": float(np.mean(psnrs))})
+    model.train()
+    return rows
+
+
+def lr_at(step: int, total: int, base: float) -> float:
+    """Short warm-up, flat, then cosine decay over the last 30% to base/20."""
+    if step < 500:
+        return base * (step + 1) / 500
+    start = int(total * 0.7)
+    if step < start:
+        return base
+    t = (step - start) / max(1, total - start)
+    return base / 20 + (base - base / 20) * 0.5 * (1 + math.cos(math.pi * min(t, 1.0)))
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="python -m icmcodec.train", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--run", required=True, help="run folder (created; holds config, checkpoints, logs)")
+    p.add_argument("--data", action="append", default=[], metavar="DIR[:WEIGHT]",
+                   help="training image folder, repeatable, optional sampling weight")
+    p.add_argument("--val", metavar="DIR", help="validation image folder (center crops)")
+    p.add_argument("--steps", type=int, default=20000)
+    p.add_argument("--batch", type=int, default=8)
+    p.add_argument("--crop", type=int, default=128)
+    p.add_argument("--lr", type=float, default=2e-4)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--threads", type=int, default=0, help="torch threads (0: leave default)")
+    p.add_argument("--val-every", type=int, default=2000)
+    p.add_argument("--ckpt-every", type=int, default=500)
+    p.add_argument("--config", default="{}", help="JSON overrides of HyperpriorConfig fields")
+    p.add_argument("--resume", action="store_true", help="continue from RUN/last.pt")
+    return p.parse_args(argv)
+
+
+def main(argv=None) -> None:
+    args = parse_args(argv)
+    run = Path(args.run)
+    run.mkdir(parents=True, exist_ok=True)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    cfg_path = run / "train_config.json"
+    if args.resume:
+        saved = json.loads(cfg_path.read_text())
+        steps = args.steps
+        args = argparse.Namespace(**{**saved["args"], "resume": True, "steps": steps})
+        cfg = HyperpriorConfig.from_dict(saved["model"])
+    else:
+        cfg = HyperpriorConfig.from_dict({**HyperpriorConfig().to_dict(), **json.loads(args.config)})
+        cfg_path.write_text(json.dumps({"args": vars(args), "model": cfg.to_dict()}, indent=2))
+
+    random.seed(args.seed)
+    torch.manual_seed(args.seed)
+    sources = []
+    for spec in args.data:
+        folder, _, w = spec.partition(":")
+        sources.append((folder, float(w or 1.0)))
+    sampler = CropSampler(sources, args.crop, args.seed)
+    val_imgs = []
+    if args.val:
+        for p in list_images(Path(args.val)):
+            a = load_rgb(p)
+            h, w = a.shape[:2]
+            ch, cw = min(h, 512), min(w, 768)
+            val_imgs.append(a[(h - ch) // 2 : (h - ch) // 2 + ch, (w - cw) // 2 : (w - cw) // 2 + cw])
+
+    model = GainedHyperprior(cfg)
+    aux_params = [p for n, p in model.named_parameters() if n.endswith("quantiles")]
+    main_params = [p for n, p in model.named_parameters() if not n.endswith("quantiles")]
+    opt = torch.optim.Adam(main_params, lr=args.lr)
+    aux_opt = torch.optim.Adam(aux_params, lr=1e-3)
+    step = 0
+    ckpt = run / "last.pt"
+    if args.resume and ckpt.exists():
+        state = torch.load(ckpt, map_location="cpu", weights_only=False)
+        model.load_state_dict(state["model"])
+        opt.load_state_dict(state["opt"])
+        aux_opt.load_state_dict(state["aux_opt"])
+        step = state["step"]
+        sampler.rng = np.random.default_rng([args.seed, step])
+        torch.manual_seed(args.seed + step)
+        print(f"resumed at step {step}", file=sys.stderr)
+
+    log_new = not (run / "log.csv").exists()
+    log_f = open(run / "log.csv", "a", newline="")
+    log = csv.writer(log_f)
+    if log_new:
+        log.writerow(["step", "lr", "loss", "bpp", "psnr", "aux", "seconds"])
+    acc = {"loss": 0.0, "bpp": 0.0, "psnr": 0.0, "aux": 0.0, "n": 0}
+    t0 = time.time()
+    model.train()
+    while step < args.steps:
+        lr = lr_at(step, args.steps, args.lr)
+        for g in opt.param_groups:
+            g["lr"] = lr
+        x = sampler.batch(args.batch)
+        levels = torch.from_numpy(sampler.rng.integers(0, cfg.levels, size=args.batch))
+        out = rd_loss(model, x, levels)
+        opt.zero_grad()
+        out["loss"].backward()
+        torch.nn.utils.clip_grad_norm_(main_params, 1.0)
+        opt.step()
+        aux = model.aux_loss()
+        aux_opt.zero_grad()
+        aux.backward()
+        aux_opt.step()
+        step += 1
+        for k in ("loss", "bpp", "psnr"):
+            acc[k] += float(out[k])
+        acc["aux"] += float(aux)
+        acc["n"] += 1
+        if step % 100 == 0 or step == args.steps:
+            n = acc.pop("n")
+            row = {k: v / n for k, v in acc.items()}
+            el = time.time() - t0
+            log.writerow([step, f"{lr:.3g}", f"{row['loss']:.4f}", f"{row['bpp']:.4f}",
+                          f"{row['psnr']:.2f}", f"{row['aux']:.1f}", f"{el:.0f}"])
+            log_f.flush()
+            print(f"step {step}/{args.steps} lr {lr:.2g} loss {row['loss']:.3f} bpp {row['bpp']:.3f} "
+                  f"psnr {row['psnr']:.2f} aux {row['aux']:.0f} ({el:.0f}s)", file=sys.stderr, flush=True)
+            acc = {"loss": 0.0, "bpp": 0.0, "psnr": 0.0, "aux": 0.0, "n": 0}
+        if step % args.ckpt_every == 0 or step == args.steps:
+            tmp = run / "last.pt.tmp"
+            torch.save({"model": model.state_dict(), "opt": opt.state_dict(),
+                        "aux_opt": aux_opt.state_dict(), "step": step, "config": cfg.to_dict()}, tmp)
+            os.replace(tmp, ckpt)
+        if val_imgs and (step % args.val_every == 0 or step == args.steps):
+            rows = validate(model, val_imgs)
+            with open(run / "val.csv", "a") as f:
+                for r in rows:
+                    f.write(f"{step},{r['level']},{r['bpp']:.4f},{r['psnr']:.3f}\n")
+            print("val " + " ".join(f"L{r['level']}:{r['bpp']:.3f}bpp/{r['psnr']:.2f}dB" for r in rows),
+                  file=sys.stderr, flush=True)
+    log_f.close()
+
+
+if __name__ == "__main__":
+    main()

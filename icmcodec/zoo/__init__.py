@@ -1,0 +1,109 @@
+"""The model store: shipped models inside the package, and user model folders.
+
+A model is a folder with ``config.json`` and ``model.safetensors`` (see
+:mod:`icmcodec.zoo.export`). Shipped models live in ``icmcodec/zoo/models/<name>/``;
+``ICM_MODEL_PATH`` (``os.pathsep``-separated folders) adds more, searched first.
+Nothing is ever downloaded.
+"""
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+
+import numpy as np
+
+SHIPPED = Path(__file__).parent / "models"
+
+
+class ModelNotFoundError(LookupError):
+    pass
+
+
+@dataclass(frozen=True)
+class ModelEntry:
+    name: str
+    path: Path
+    config: dict
+
+    @property
+    def weights(self) -> Path:
+        return self.path / "model.safetensors"
+
+    @property
+    def bytes(self) -> int:
+        return self.weights.stat().st_size
+
+    def hash(self) -> bytes:
+        return _hash_of(str(self.weights), self.weights.stat().st_mtime_ns)
+
+
+@lru_cache(maxsize=None)
+def _hash_of(path: str, _mtime: int) -> bytes:
+    from icmcodec.zoo.export import model_hash
+
+    return model_hash(Path(path).read_bytes())
+
+
+def search_path() -> list[Path]:
+    extra = [Path(p) for p in os.environ.get("ICM_MODEL_PATH", "").split(os.pathsep) if p]
+    return extra + [SHIPPED]
+
+
+def available() -> list[ModelEntry]:
+    """Every model folder found on the search path (first one of a name wins)."""
+    seen, out = set(), []
+    for root in search_path():
+        if not root.is_dir():
+            continue
+        for cfg in sorted(root.glob("*/config.json")):
+            try:
+                config = json.loads(cfg.read_text())
+            except (OSError, ValueError):
+                continue
+            name = config.get("name", cfg.parent.name)
+            if name in seen or not (cfg.parent / "model.safetensors").is_file():
+                continue
+            seen.add(name)
+            out.append(ModelEntry(name, cfg.parent, config))
+    return out
+
+
+def find(name: str | None = None, *, task: str = "recon", model_hash: bytes | None = None) -> ModelEntry:
+    """A model by name, by the hash stored in a file header, or the default for a task."""
+    models = available()
+    if model_hash is not None:
+        for m in models:
+            if m.hash() == model_hash:
+                return m
+        raise ModelNotFoundError(
+            f"the file was made with model {model_hash.hex()}, which is not installed "
+            "(add its folder to ICM_MODEL_PATH)"
+        )
+    if name is not None:
+        p = Path(name)
+        if (p / "config.json").is_file():
+            return ModelEntry(json.loads((p / "config.json").read_text()).get("name", p.name), p,
+                              json.loads((p / "config.json").read_text()))
+        for m in models:
+            if m.name == name:
+                return m
+        raise ModelNotFoundError(f"no model named {name!r} (see 'icm models')")
+    for m in models:
+        if m.config.get("task") == task and m.config.get("default", False):
+            return m
+    for m in models:
+        if m.config.get("task") == task:
+            return m
+    raise ModelNotFoundError(f"no model installed for task {task!r}")
+
+
+def load_state(entry: ModelEntry) -> tuple[dict, dict[str, np.ndarray], bytes]:
+    from safetensors.numpy import load as st_load
+
+    from icmcodec.zoo.export import model_hash
+
+    blob = entry.weights.read_bytes()
+    return entry.config, st_load(blob), model_hash(blob)

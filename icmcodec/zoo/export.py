@@ -1,0 +1,127 @@
+"""Export a trained ``GainedHyperprior`` to the shipped format.
+
+``python -m icmcodec.zoo.export RUN/last.pt OUT_DIR --name NAME`` writes
+``OUT_DIR/config.json`` and ``OUT_DIR/model.safetensors``. The safetensors file holds
+
+* ``float.*``: g_a, g_s, h_a weights (float32) - run in float, on any device;
+* ``exact.h_s.*``: integer weights/biases of the hyper synthesis (:mod:`icmcodec.exact`);
+* ``exact.z_median_fp``, ``exact.log2_gain_fp``, ``exact.pow2``: integer medians of z,
+  per-level log2 gains and the 2**(f/1024) table, all fixed-point;
+* ``tables.z.*`` (one table per z channel) and ``tables.y.*`` (one per scale index):
+  the baked integer count tables the range coder uses.
+
+The base-model hash in every ``.icm`` header is the first 16 bytes of the SHA-256 of
+this file, so a decoder refuses a file made by any other model.
+"""
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+from pathlib import Path
+
+import numpy as np
+import torch
+from safetensors.numpy import save as st_save
+
+from icmcodec.entropy import counts_from_pmf, gaussian_tables, stack_tables
+from icmcodec.exact import ACT_FRAC, pow2_table, quantize_hyper_synthesis, scale_table
+from icmcodec.methods.hyperprior import GainedHyperprior, HyperpriorConfig
+
+FORMAT_VERSION = 1
+
+
+@torch.no_grad()
+def z_tables(eb) -> tuple[list, list, np.ndarray]:
+    """Per-channel factorized-prior tables of z around each channel's median."""
+    med = eb.quantiles[:, 0, 1].double()
+    lo = torch.clamp(torch.ceil(med - eb.quantiles[:, 0, 0].double()), min=1).long()
+    hi = torch.clamp(torch.ceil(eb.quantiles[:, 0, 2].double() - med), min=1).long()
+    med_fp = torch.round(med * (1 << ACT_FRAC)).long().numpy()
+    lmax = int((lo + hi).max()) + 1
+    start = torch.from_numpy(med_fp).double() / (1 << ACT_FRAC) - lo.double()
+    x = (start[:, None] + torch.arange(lmax, dtype=torch.float64)[None]).float()[:, None, :]
+    pmf, lower, upper = eb._likelihood(x, stop_gradient=True)
+    rows, offsets = [], []
+    for c in range(eb.channels):
+        n = int(lo[c] + hi[c]) + 1
+        p = pmf[c, 0, :n].double().numpy()
+        tail = float(torch.sigmoid(lower[c, 0, 0]) + torch.sigmoid(-upper[c, 0, n - 1]))
+        rows.append(counts_from_pmf(p, max(tail, 1e-9)))
+        offsets.append(-int(lo[c]))
+    return rows, offsets, med_fp
+
+
+def export_state(model: GainedHyperprior) -> dict[str, np.ndarray]:
+    """Trained float model -> the flat dict of arrays that is the shipped model."""
+    model = model.eval()
+    state: dict[str, np.ndarray] = {}
+    for k, v in model.state_dict().items():
+        if k.startswith(("g_a.", "g_s.", "h_a.")):
+            state["float." + k] = v.detach().float().contiguous().numpy()
+    for k, v in quantize_hyper_synthesis(model.h_s).items():
+        state["exact.h_s." + k] = v
+    rows, offsets, med_fp = z_tables(model.entropy_bottleneck)
+    zt = stack_tables(rows, offsets)
+    yt = gaussian_tables(scale_table())
+    state["exact.z_median_fp"] = med_fp.astype(np.int64)
+    lg = np.round(model.log2_gain.detach().double().numpy() * (1 << ACT_FRAC)).astype(np.int64)
+    state["exact.log2_gain_fp"] = lg
+    state["exact.pow2"] = pow2_table()
+    for name, t in (("z", zt), ("y", yt)):
+        state[f"tables.{name}.counts"] = t.counts
+        state[f"tables.{name}.offsets"] = t.offsets
+        state[f"tables.{name}.lengths"] = t.lengths
+    return state
+
+
+def serialize(state: dict[str, np.ndarray]) -> bytes:
+    return st_save({k: np.ascontiguousarray(v) for k, v in state.items()}, metadata={"format": str(FORMAT_VERSION)})
+
+
+def model_hash(blob: bytes) -> bytes:
+    return hashlib.sha256(blob).digest()[:16]
+
+
+def make_config(name: str, arch: HyperpriorConfig, **extra) -> dict:
+    return {
+        "name": name,
+        "method": "hyperprior",
+        "task": "recon",
+        "format_version": FORMAT_VERSION,
+        "arch": arch.to_dict(),
+        "quality_range": [0.0, float(arch.levels - 1)],
+        **extra,
+    }
+
+
+def export_checkpoint(ckpt_path: Path, out_dir: Path, name: str, update_quantiles: bool = True, **extra) -> Path:
+    ck = torch.load(ckpt_path, map_location="cpu", weights_only=False)
+    arch = HyperpriorConfig.from_dict(ck["config"])
+    model = GainedHyperprior(arch)
+    model.load_state_dict(ck["model"])
+    if update_quantiles:
+        # refine the tail quantiles by search, so the z tables cover the real range
+        model.entropy_bottleneck._update_quantiles()
+    blob = serialize(export_state(model))
+    out_dir.mkdir(parents=True, exist_ok=True)
+    cfg = make_config(name, arch, train_step=ck.get("step"), **extra)
+    (out_dir / "model.safetensors").write_bytes(blob)
+    (out_dir / "config.json").write_text(json.dumps(cfg, indent=2) + "\n")
+    return out_dir
+
+
+def main(argv=None) -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("checkpoint", type=Path)
+    p.add_argument("out_dir", type=Path)
+    p.add_argument("--name", required=True)
+    p.add_argument("--no-update-quantiles", action="store_true")
+    a = p.parse_args(argv)
+    out = export_checkpoint(a.checkpoint, a.out_dir, a.name, update_quantiles=not a.no_update_quantiles)
+    blob = (out / "model.safetensors").read_bytes()
+    print(f"wrote {out} ({len(blob)} bytes, hash {model_hash(blob).hex()})")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,57 @@
+"""A tiny, seeded, untrained model for tests and examples (timm's ``test_*`` habit).
+
+Every weight is drawn from numpy's PCG64 generator, so the model, and therefore the
+bytes it encodes, depend on nothing but the seed (not on torch's RNG or version).
+``write_tiny_model(folder)`` saves it as a regular model folder.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from icmcodec.methods.hyperprior import GainedHyperprior, HyperpriorConfig
+from icmcodec.zoo.export import export_state, make_config, serialize
+
+TINY = HyperpriorConfig(N=16, M=16, Nz=8, Nh=16, levels=3, lambdas=(0.004, 0.016, 0.064))
+
+
+def tiny_float_model(seed: int = 0) -> GainedHyperprior:
+    rng = np.random.default_rng(seed)
+    model = GainedHyperprior(TINY)
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if name.startswith(("g_a.", "g_s.", "h_a.", "h_s.")) and name.endswith("weight") and p.dim() == 4:
+                fan_in = p[0].numel() if "g_s" not in name else p.shape[0] * p.shape[2] * p.shape[3] // 4
+                p.copy_(torch.from_numpy(rng.normal(0, 1 / np.sqrt(fan_in), p.shape)))
+            elif name.endswith("bias") and p.dim() == 1:
+                p.copy_(torch.from_numpy(rng.uniform(-0.1, 0.1, p.shape)))
+            elif name.startswith("entropy_bottleneck.biases"):
+                p.copy_(torch.from_numpy(rng.uniform(-0.5, 0.5, p.shape)))
+    return model.eval()
+
+
+def tiny_model_bytes(seed: int = 0) -> tuple[dict, bytes]:
+    config = make_config(f"test-tiny-{seed}", TINY, default=False)
+    return config, serialize(export_state(tiny_float_model(seed)))
+
+
+def write_tiny_model(folder: str | Path, seed: int = 0) -> Path:
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    config, blob = tiny_model_bytes(seed)
+    (folder / "model.safetensors").write_bytes(blob)
+    (folder / "config.json").write_text(json.dumps(config, indent=2))
+    return folder
+
+
+def tiny_codec(seed: int = 0, device: str = "cpu"):
+    from safetensors.numpy import load
+
+    from icmcodec.codec import HyperpriorCodec
+    from icmcodec.zoo.export import model_hash
+
+    config, blob = tiny_model_bytes(seed)
+    return HyperpriorCodec(config, load(blob), model_hash(blob), device)
