@@ -170,7 +170,7 @@ DEVICE = click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), de
 @click.option("--out-dir", type=click.Path(file_okay=False), help="write outputs here, keeping relative paths")
 @click.option("--task", default="recon", show_default=True, help="what the decoder will produce (see 'icm models')")
 @click.option("--quality", type=float, default=None,
-              help="rate/quality trade-off, a real number in the model's quality range (low = fewest bits); default 3")
+              help="rate/quality trade-off, a real number in the model's quality range (low = fewest bits); default: the model's own (see 'icm models')")
 @click.option("--model", default=None, help="model name or folder (default: the task's default model)")
 @DEVICE
 def encode(inputs, out, out_dir, task, quality, model, device):
@@ -192,6 +192,7 @@ def encode(inputs, out, out_dir, task, quality, model, device):
 
     try:
         codec = pipeline.load_codec(model, task=task, device=device)
+        pipeline.check_quality(codec, quality)
     except (pipeline.UsageError, LookupError) as e:
         _fail(str(e))
 

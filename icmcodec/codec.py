@@ -56,6 +56,11 @@ class HyperpriorCodec:
     def quality_range(self) -> tuple[float, float]:
         return (0.0, float(self.arch.levels - 1))
 
+    @property
+    def default_quality(self) -> float:
+        lo, hi = self.quality_range
+        return float(self.config.get("default_quality", (lo + hi) / 2))
+
     # ---- the exact path, shared by encoder and decoder ---------------------------
     def _params(self, z_sym: np.ndarray, quality: float):
         z_fp = torch.from_numpy(z_sym * (1 << ACT_FRAC) + self.z_median_fp[:, None, None])
@@ -73,7 +78,7 @@ class HyperpriorCodec:
         """H x W x 3 uint8 -> dict(coded size, chunks z/y, symbols for tests)."""
         h, w = rgb.shape[:2]
         ph, pw = padded_size(h, w)
-        x = torch.from_numpy(np.ascontiguousarray(rgb)).permute(2, 0, 1)[None].float().div(255).to(self.device)
+        x = torch.from_numpy(np.array(rgb, dtype=np.uint8, copy=True)).permute(2, 0, 1)[None].float().div(255).to(self.device)
         x = F.pad(x, (0, pw - w, 0, ph - h), mode="replicate")
         y = self.g_a(x)
         z = self.h_a(y)[0].double().cpu().numpy()

@@ -17,7 +17,6 @@ from bitstream import ChunkType, CoderId, TaskTag
 from icmcodec import zoo
 from icmcodec.registry import METHODS, TASK_NAMES, method_by_id
 
-DEFAULT_QUALITY = 3.0
 
 
 class UsageError(ValueError):
@@ -58,6 +57,15 @@ class Decoded:
     bpp: float
 
 
+def check_quality(codec, quality: float | None) -> float:
+    """The canonical quality to code with: the model's default when None."""
+    lo, hi = codec.quality_range
+    q = codec.default_quality if quality is None else float(quality)
+    if not lo <= q <= hi:
+        raise UsageError(f"quality {q:g} outside this model's range {lo:g}..{hi:g}")
+    return bitstream.canonical_quality(q)
+
+
 def encode_image(rgb: np.ndarray, *, task: str = "recon", quality: float | None = None,
                  model: str | None = None, device: str = "auto", codec=None) -> bytes:
     """H x W x 3 uint8 RGB -> complete ``.icm`` file bytes."""
@@ -68,11 +76,7 @@ def encode_image(rgb: np.ndarray, *, task: str = "recon", quality: float | None 
             codec = load_codec(model, task=task, device=device)
         except zoo.ModelNotFoundError as e:
             raise UsageError(str(e)) from None
-    lo, hi = codec.quality_range
-    q = DEFAULT_QUALITY if quality is None else float(quality)
-    if not lo <= q <= hi:
-        raise UsageError(f"quality {q} outside this model's range {lo:g}..{hi:g}")
-    q = bitstream.canonical_quality(q)
+    q = check_quality(codec, quality)
     h, w = rgb.shape[:2]
     if h * w > bitstream.MAX_PIXELS or max(h, w) > bitstream.MAX_SIDE:
         raise UsageError(f"image is {w}x{h}, over the limit of {bitstream.MAX_PIXELS} pixels")

@@ -32,23 +32,33 @@ FORMAT_VERSION = 1
 
 
 @torch.no_grad()
-def z_tables(eb) -> tuple[list, list, np.ndarray]:
-    """Per-channel factorized-prior tables of z around each channel's median."""
+def z_tables(eb, tail: float = 1e-9, search: int = 4096) -> tuple[list, list, np.ndarray]:
+    """Per-channel factorized-prior tables of z around each channel's trained median.
+
+    The median stays the one the model was trained and validated with; the table's
+    range is found from the learned CDF itself (mass below ``tail/2`` on each side is
+    left to the escape entry), so it does not depend on how far the auxiliary
+    quantile loss has converged.
+    """
     med = eb.quantiles[:, 0, 1].double()
-    lo = torch.clamp(torch.ceil(med - eb.quantiles[:, 0, 0].double()), min=1).long()
-    hi = torch.clamp(torch.ceil(eb.quantiles[:, 0, 2].double() - med), min=1).long()
     med_fp = torch.round(med * (1 << ACT_FRAC)).long().numpy()
-    lmax = int((lo + hi).max()) + 1
-    start = torch.from_numpy(med_fp).double() / (1 << ACT_FRAC) - lo.double()
-    x = (start[:, None] + torch.arange(lmax, dtype=torch.float64)[None]).float()[:, None, :]
+    grid = torch.arange(-search, search + 1, dtype=torch.float64)
+    centre = torch.from_numpy(med_fp).double() / (1 << ACT_FRAC)
+    x = (centre[:, None] + grid[None]).float()[:, None, :]
     pmf, lower, upper = eb._likelihood(x, stop_gradient=True)
+    cdf_lo = torch.sigmoid(lower[:, 0].double())  # mass below each value's bin
+    cdf_hi = torch.sigmoid(-upper[:, 0].double())  # mass above each value's bin
     rows, offsets = [], []
     for c in range(eb.channels):
-        n = int(lo[c] + hi[c]) + 1
-        p = pmf[c, 0, :n].double().numpy()
-        tail = float(torch.sigmoid(lower[c, 0, 0]) + torch.sigmoid(-upper[c, 0, n - 1]))
-        rows.append(counts_from_pmf(p, max(tail, 1e-9)))
-        offsets.append(-int(lo[c]))
+        keep = (cdf_lo[c] >= tail / 2).nonzero()
+        a = int(keep[0]) - 1 if keep.numel() else search
+        keep = (cdf_hi[c] >= tail / 2).nonzero()
+        b = int(keep[-1]) + 1 if keep.numel() else search
+        a, b = max(0, min(a, search - 1)), min(2 * search, max(b, search + 1))
+        p = pmf[c, 0, a : b + 1].double().numpy()
+        esc = float(cdf_lo[c, a] + cdf_hi[c, b])
+        rows.append(counts_from_pmf(p, max(esc, tail)))
+        offsets.append(a - search)
     return rows, offsets, med_fp
 
 
@@ -60,7 +70,8 @@ def export_state(model: GainedHyperprior) -> dict[str, np.ndarray]:
         if k.startswith(("g_a.", "g_s.", "h_a.")):
             state["float." + k] = v.detach().float().contiguous().numpy()
     for k, v in quantize_hyper_synthesis(model.h_s).items():
-        state["exact.h_s." + k] = v
+        # weights fit in int32 (|w| <= W_LIMIT); biases need int64
+        state["exact.h_s." + k] = v.astype(np.int32) if k.endswith("weight") else v
     rows, offsets, med_fp = z_tables(model.entropy_bottleneck)
     zt = stack_tables(rows, offsets)
     yt = gaussian_tables(scale_table())
@@ -95,14 +106,11 @@ def make_config(name: str, arch: HyperpriorConfig, **extra) -> dict:
     }
 
 
-def export_checkpoint(ckpt_path: Path, out_dir: Path, name: str, update_quantiles: bool = True, **extra) -> Path:
+def export_checkpoint(ckpt_path: Path, out_dir: Path, name: str, **extra) -> Path:
     ck = torch.load(ckpt_path, map_location="cpu", weights_only=False)
     arch = HyperpriorConfig.from_dict(ck["config"])
     model = GainedHyperprior(arch)
     model.load_state_dict(ck["model"])
-    if update_quantiles:
-        # refine the tail quantiles by search, so the z tables cover the real range
-        model.entropy_bottleneck._update_quantiles()
     blob = serialize(export_state(model))
     out_dir.mkdir(parents=True, exist_ok=True)
     cfg = make_config(name, arch, train_step=ck.get("step"), **extra)
@@ -116,9 +124,8 @@ def main(argv=None) -> None:
     p.add_argument("checkpoint", type=Path)
     p.add_argument("out_dir", type=Path)
     p.add_argument("--name", required=True)
-    p.add_argument("--no-update-quantiles", action="store_true")
     a = p.parse_args(argv)
-    out = export_checkpoint(a.checkpoint, a.out_dir, a.name, update_quantiles=not a.no_update_quantiles)
+    out = export_checkpoint(a.checkpoint, a.out_dir, a.name)
     blob = (out / "model.safetensors").read_bytes()
     print(f"wrote {out} ({len(blob)} bytes, hash {model_hash(blob).hex()})")
 
