@@ -111,6 +111,23 @@ def lr_at(step: int, total: int, base: float) -> float:
     return base / 20 + (base - base / 20) * 0.5 * (1 + math.cos(math.pi * min(t, 1.0)))
 
 
+def init_from(model: GainedHyperprior, ckpt_path: str) -> None:
+    """Warm start from a checkpoint whose levels/lambdas may differ."""
+    ck = torch.load(ckpt_path, map_location="cpu", weights_only=False)
+    state = {k: v for k, v in ck["model"].items() if k != "log2_gain"}
+    model.load_state_dict(state, strict=False)
+    old = ck["model"]["log2_gain"].double()
+    old_l = np.log(np.asarray(ck["config"]["lambdas"], dtype=np.float64))
+    rows = []
+    for lam in np.log(np.asarray(model.cfg.lambdas, dtype=np.float64)):
+        i = int(np.clip(np.searchsorted(old_l, lam) - 1, 0, len(old_l) - 2))
+        t = (lam - old_l[i]) / (old_l[i + 1] - old_l[i])  # may extrapolate
+        rows.append(old[i] * (1 - t) + old[i + 1] * t)
+    with torch.no_grad():
+        model.log2_gain.copy_(torch.stack(rows).float())
+    print(f"initialised from {ckpt_path} (step {ck.get('step')})", file=sys.stderr)
+
+
 def parse_args(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="python -m icmcodec.train", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -128,6 +145,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--ckpt-every", type=int, default=500)
     p.add_argument("--config", default="{}", help="JSON overrides of HyperpriorConfig fields")
     p.add_argument("--resume", action="store_true", help="continue from RUN/last.pt")
+    p.add_argument("--init", metavar="CKPT", help="start from another run's weights (fresh optimiser); "
+                   "gain vectors are interpolated to the new lambdas in log space")
     return p.parse_args(argv)
 
 
@@ -163,6 +182,8 @@ def main(argv=None) -> None:
             val_imgs.append(a[(h - ch) // 2 : (h - ch) // 2 + ch, (w - cw) // 2 : (w - cw) // 2 + cw])
 
     model = GainedHyperprior(cfg)
+    if args.init and not args.resume:
+        init_from(model, args.init)
     aux_params = [p for n, p in model.named_parameters() if n.endswith("quantiles")]
     main_params = [p for n, p in model.named_parameters() if not n.endswith("quantiles")]
     opt = torch.optim.Adam(main_params, lr=args.lr)
@@ -204,8 +225,8 @@ def main(argv=None) -> None:
         aux_opt.step()
         step += 1
         for k in ("loss", "bpp", "psnr"):
-            acc[k] += float(out[k])
-        acc["aux"] += float(aux)
+            acc[k] += out[k].item()
+        acc["aux"] += aux.item()
         acc["n"] += 1
         if step % 100 == 0 or step == args.steps:
             n = acc.pop("n")

@@ -1,8 +1,10 @@
 """The command line: files, folders, pipes, exit codes, one-line errors, no debris."""
 import json
 import os
+import struct
 import subprocess
 import sys
+import zlib
 
 import numpy as np
 import pytest
@@ -81,7 +83,7 @@ def test_stdin_list_and_stdout(env):
     assert Image.open(env / "fromstdin.png").size == (40, 30)
 
 
-@pytest.mark.parametrize("damage", ["truncate", "flip", "magic", "version"])
+@pytest.mark.parametrize("damage", ["truncate", "flip", "magic", "version", "size"])
 def test_damaged_file_exit_2_and_no_output(env, damage):
     picture(env / "a.png")
     icm("encode", "a.png", "--model", MODEL)
@@ -92,8 +94,11 @@ def test_damaged_file_exit_2_and_no_output(env, damage):
         data[len(data) // 2] ^= 0x10
     elif damage == "magic":
         data[0] = ord("I")
-    else:
+    elif damage == "version":
         data[8] = 9
+    else:  # absurd size with a valid checksum
+        struct.pack_into("<II", data, 36, 1 << 30, 1 << 30)
+        struct.pack_into("<I", data, len(data) - 4, zlib.crc32(bytes(data[:-4])))
     (env / "bad.icm").write_bytes(bytes(data))
     r = icm("decode", "bad.icm")
     assert r.exit_code == 2

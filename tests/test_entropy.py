@@ -64,3 +64,12 @@ def test_order_is_by_table_then_position():
     sym, idx = np.array([1, 0, 1, 0]), np.array([0, 1, 0, 1])
     assert c.decode(c.encode(sym, idx), idx).tolist() == sym.tolist()
     assert c.encode(sym, idx) != c.encode(sym, 1 - idx)
+
+
+def test_payload_with_extra_words_is_refused(coder):
+    rng = np.random.default_rng(2)
+    idx = rng.integers(0, 64, 300)
+    sym = np.round(rng.normal(0, scale_table()[idx])).astype(np.int64)
+    data = coder.encode(sym, idx)
+    with pytest.raises(CorruptStreamError):
+        coder.decode(data + b"\x12\x34\x56\x78" * 3, idx)

@@ -91,8 +91,11 @@ class TableCoder:
             if esc_pos:
                 pos = np.concatenate(esc_pos)
                 out_sorted[pos] = _decode_escapes(dec, pos.size)
+            exhausted = dec.maybe_exhausted()
         except (ValueError, RuntimeError, OverflowError) as e:
             raise CorruptStreamError(f"entropy-coded payload does not decode ({e})") from None
+        if not exhausted:
+            raise CorruptStreamError("entropy-coded payload has data left after the last symbol")
         out = np.empty_like(out_sorted)
         out[order] = out_sorted
         return out
