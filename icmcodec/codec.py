@@ -14,7 +14,7 @@ import torch.nn.functional as F
 
 from icmcodec.entropy import IntTables, TableCoder
 from icmcodec.exact import ACT_FRAC, ExactHyperSynthesis, entropy_params, quality_log2_gain
-from icmcodec.methods.hyperprior import GainedHyperprior, HyperpriorConfig
+from icmcodec.transforms import HyperpriorConfig, build_transforms
 
 PAD = 64  # g_a down-samples by 16, h_a by 4 more
 
@@ -35,14 +35,14 @@ class HyperpriorCodec:
         self.arch = HyperpriorConfig.from_dict(config["arch"])
         self.model_hash = model_hash
         self.device = torch.device(device)
-        net = GainedHyperprior(self.arch)
+        net = torch.nn.ModuleDict(dict(zip(("g_a", "g_s", "h_a"), build_transforms(self.arch))))
         float_state = {k[len("float.") :]: torch.from_numpy(np.array(v)) for k, v in state.items() if k.startswith("float.")}
-        missing, unexpected = net.load_state_dict(float_state, strict=False)
-        needed = [k for k in missing if k.startswith(("g_a.", "g_s.", "h_a."))]
-        if needed or unexpected:
-            raise ValueError(f"model file does not match its config (missing {needed[:3]}, unexpected {unexpected[:3]})")
+        try:
+            net.load_state_dict(float_state, strict=True)
+        except RuntimeError as e:
+            raise ValueError(f"model file does not match its config ({str(e).splitlines()[0]})") from None
         net.eval().to(self.device)
-        self.g_a, self.g_s, self.h_a = net.g_a, net.g_s, net.h_a
+        self.g_a, self.g_s, self.h_a = net["g_a"], net["g_s"], net["h_a"]
         self.h_s = ExactHyperSynthesis(
             {k[len("exact.h_s.") :]: v for k, v in state.items() if k.startswith("exact.h_s.")}, self.device
         )

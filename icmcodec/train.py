@@ -27,7 +27,8 @@ import torch
 import torch.nn.functional as F
 
 from icmcodec.imageio import IMAGE_SUFFIXES, load_rgb
-from icmcodec.methods.hyperprior import GainedHyperprior, HyperpriorConfig
+from icmcodec.methods.hyperprior import GainedHyperprior
+from icmcodec.transforms import HyperpriorConfig
 
 
 def list_images(folder: Path) -> list[Path]:

@@ -1,7 +1,7 @@
 """The gained mean-scale hyperprior codec: icm's base codec for people (``recon``).
 
-Float modules for training (``GainedHyperprior``) with the shape the exact decoder
-path needs:
+The trainable network (``GainedHyperprior``; compressai's GDN and factorized prior)
+with the shape the exact decoder path needs:
 
 * ``g_a`` / ``g_s``: the analysis and synthesis transforms (conv + GDN, Balle et al.).
   They run in float; their rounding noise can change pixels, never decoded symbols.
@@ -20,49 +20,18 @@ path needs:
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass
-
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 from compressai.entropy_models import EntropyBottleneck
 from compressai.layers import GDN
 
+from icmcodec.transforms import HyperpriorConfig, build_transforms
+
 # The scale table of the Gaussian conditional: log2-uniform between these bounds.
 SCALE_MIN = 0.11
 SCALE_MAX = 256.0
 SCALE_LEVELS = 64
-
-
-@dataclass(frozen=True)
-class HyperpriorConfig:
-    """Everything needed to rebuild the network; saved beside every checkpoint."""
-
-    N: int = 96  # width of g_a / g_s
-    M: int = 128  # latent channels (y)
-    Nz: int = 64  # hyper-latent channels (z)
-    Nh: int = 96  # width of h_s
-    levels: int = 6  # trained quality levels 0..levels-1
-    lambdas: tuple = (0.0018, 0.0035, 0.0067, 0.0130, 0.0250, 0.0483)
-
-    def to_dict(self) -> dict:
-        d = asdict(self)
-        d["lambdas"] = list(self.lambdas)
-        return d
-
-    @classmethod
-    def from_dict(cls, d: dict) -> "HyperpriorConfig":
-        d = dict(d)
-        d["lambdas"] = tuple(d["lambdas"])
-        return cls(**d)
-
-
-def conv(cin: int, cout: int, k: int = 5, stride: int = 2) -> nn.Conv2d:
-    return nn.Conv2d(cin, cout, k, stride=stride, padding=k // 2)
-
-
-def deconv(cin: int, cout: int, k: int = 5, stride: int = 2) -> nn.ConvTranspose2d:
-    return nn.ConvTranspose2d(cin, cout, k, stride=stride, padding=k // 2, output_padding=stride - 1)
 
 
 class HyperSynthesis(nn.Module):
@@ -103,18 +72,8 @@ class GainedHyperprior(nn.Module):
     def __init__(self, cfg: HyperpriorConfig):
         super().__init__()
         self.cfg = cfg
-        N, M, Nz = cfg.N, cfg.M, cfg.Nz
-        self.g_a = nn.Sequential(
-            conv(3, N), GDN(N), conv(N, N), GDN(N), conv(N, N), GDN(N), conv(N, M)
-        )
-        self.g_s = nn.Sequential(
-            deconv(M, N), GDN(N, inverse=True), deconv(N, N), GDN(N, inverse=True),
-            deconv(N, N), GDN(N, inverse=True), deconv(N, 3),
-        )
-        self.h_a = nn.Sequential(
-            conv(M, N, 3, 1), nn.LeakyReLU(inplace=True), conv(N, N), nn.LeakyReLU(inplace=True),
-            conv(N, Nz),
-        )
+        M, Nz = cfg.M, cfg.Nz
+        self.g_a, self.g_s, self.h_a = build_transforms(cfg, lambda c, inverse: GDN(c, inverse=inverse))
         self.h_s = HyperSynthesis(Nz, cfg.Nh, M)
         self.entropy_bottleneck = EntropyBottleneck(Nz)
         # log2 gains, one row per quality level; start spread over a 16x range so the

@@ -26,7 +26,8 @@ from safetensors.numpy import save as st_save
 
 from icmcodec.entropy import counts_from_pmf, gaussian_tables, stack_tables
 from icmcodec.exact import ACT_FRAC, pow2_table, quantize_hyper_synthesis, scale_table
-from icmcodec.methods.hyperprior import GainedHyperprior, HyperpriorConfig
+from icmcodec.methods.hyperprior import GainedHyperprior
+from icmcodec.transforms import HyperpriorConfig
 
 FORMAT_VERSION = 1
 
@@ -67,8 +68,13 @@ def export_state(model: GainedHyperprior) -> dict[str, np.ndarray]:
     model = model.eval()
     state: dict[str, np.ndarray] = {}
     for k, v in model.state_dict().items():
-        if k.startswith(("g_a.", "g_s.", "h_a.")):
+        if k.startswith(("g_a.", "g_s.", "h_a.")) and "_reparam" not in k:
             state["float." + k] = v.detach().float().contiguous().numpy()
+    # GDN: store the effective (re-parametrised) beta and gamma that FixedGDN uses
+    for name, mod in model.named_modules():
+        if hasattr(mod, "beta_reparam"):
+            state[f"float.{name}.beta"] = mod.beta_reparam(mod.beta).detach().float().contiguous().numpy()
+            state[f"float.{name}.gamma"] = mod.gamma_reparam(mod.gamma).detach().float().contiguous().numpy()
     for k, v in quantize_hyper_synthesis(model.h_s).items():
         # weights fit in int32 (|w| <= W_LIMIT); biases need int64
         state["exact.h_s." + k] = v.astype(np.int32) if k.endswith("weight") else v

@@ -12,7 +12,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from icmcodec.methods.hyperprior import GainedHyperprior, HyperpriorConfig
+from icmcodec.methods.hyperprior import GainedHyperprior
+from icmcodec.transforms import HyperpriorConfig
 from icmcodec.zoo.export import export_state, make_config, serialize
 
 TINY = HyperpriorConfig(N=16, M=16, Nz=8, Nh=16, levels=3, lambdas=(0.004, 0.016, 0.064))
