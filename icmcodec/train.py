@@ -9,6 +9,11 @@ exported at any time while training continues.
 Data: image folders with weights (``--data DIR:WEIGHT``), loaded once into memory,
 random crops and flips; each image in a batch draws a random quality level and the
 loss is ``lambda[level] * 255**2 * MSE + bpp``.
+
+Several GPUs or processes: the same script under ``torchrun``
+(``torchrun --nproc_per_node 4 -m icmcodec.train ...``): torch.distributed with NCCL
+on GPUs and gloo on the CPU, one process per device, each drawing its own crops;
+``--batch`` is per process. Rank 0 alone writes logs and checkpoints.
 """
 from __future__ import annotations
 
@@ -66,14 +71,14 @@ class CropSampler:
         return torch.from_numpy(out).permute(0, 3, 1, 2).float().div_(255.0)
 
 
-def rd_loss(model: GainedHyperprior, x: torch.Tensor, levels: torch.Tensor) -> dict:
+def rd_loss(model, x: torch.Tensor, levels: torch.Tensor, lambdas) -> dict:
     out = model(x, levels)
     n_px = x.shape[2] * x.shape[3]
     bits_y = -torch.log2(out["y_lik"]).flatten(1).sum(1)
     bits_z = -torch.log2(out["z_lik"]).flatten(1).sum(1)
     bpp = (bits_y + bits_z) / n_px
     mse = F.mse_loss(out["x_hat"].clamp(0, 1), x, reduction="none").flatten(1).mean(1)
-    lam = torch.tensor(model.cfg.lambdas, dtype=x.dtype)[levels]
+    lam = torch.tensor(lambdas, dtype=x.dtype, device=x.device)[levels]
     loss = (lam * 255.0**2 * mse + bpp).mean()
     psnr = (-10 * torch.log10(mse.clamp(min=1e-10))).mean()
     return {"loss": loss, "bpp": bpp.mean(), "mse": mse.mean(), "psnr": psnr}
@@ -87,11 +92,11 @@ def validate(model: GainedHyperprior, images: list[np.ndarray]) -> list[dict]:
     for level in range(model.cfg.levels):
         bpps, psnrs = [], []
         for a in images:
-            x = torch.from_numpy(a).permute(2, 0, 1)[None].float() / 255
+            x = torch.from_numpy(a.copy()).permute(2, 0, 1)[None].float().div(255).to(next(model.parameters()).device)
             h, w = x.shape[2:]
             ph, pw = (-h) % 64, (-w) % 64
             xp = F.pad(x, (0, pw, 0, ph), mode="replicate")
-            out = model(xp, torch.tensor([level]))
+            out = model(xp, torch.tensor([level], device=x.device))
             bits = -torch.log2(out["y_lik"]).sum() - torch.log2(out["z_lik"]).sum()
             bpps.append(float(bits) / (h * w))
             mse = F.mse_loss(out["x_hat"][..., :h, :w].clamp(0, 1), x)
@@ -138,7 +143,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--val", metavar="DIR", help="validation image folder (center crops)")
     p.add_argument("--steps", type=int, default=20000)
     p.add_argument("--batch", type=int, default=8)
-    p.add_argument("--crop", type=int, default=128)
+    p.add_argument("--crop", type=int, default=128, help="crop side, a multiple of 64")
     p.add_argument("--lr", type=float, default=2e-4)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=0, help="torch threads (0: leave default)")
@@ -151,31 +156,64 @@ def parse_args(argv=None) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
-def main(argv=None) -> None:
-    args = parse_args(argv)
-    run = Path(args.run)
-    run.mkdir(parents=True, exist_ok=True)
-    if args.threads:
-        torch.set_num_threads(args.threads)
+def setup_distributed() -> tuple[int, int, torch.device]:
+    """(rank, world size, device). Under ``torchrun`` joins the process group:
+    NCCL with one GPU per process when CUDA is there, gloo on the CPU otherwise."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    rank = int(os.environ.get("RANK", "0"))
+    local = int(os.environ.get("LOCAL_RANK", "0"))
+    device = torch.device(f"cuda:{local}") if torch.cuda.is_available() else torch.device("cpu")
+    if device.type == "cuda":
+        torch.cuda.set_device(device)
+    if "WORLD_SIZE" in os.environ:
+        import torch.distributed as dist
+
+        dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+    return rank, world, device
+
+
+def load_run_config(args: argparse.Namespace, run: Path) -> tuple[argparse.Namespace, HyperpriorConfig]:
+    """Fresh run: write train_config.json. Resume: read it back (``--steps`` may grow)."""
     cfg_path = run / "train_config.json"
     if args.resume:
         saved = json.loads(cfg_path.read_text())
-        steps = args.steps
-        args = argparse.Namespace(**{**saved["args"], "resume": True, "steps": steps})
+        args = argparse.Namespace(**{**saved["args"], "resume": True, "steps": args.steps})
         cfg = HyperpriorConfig.from_dict(saved["model"])
     else:
         cfg = HyperpriorConfig.from_dict({**HyperpriorConfig().to_dict(), **json.loads(args.config)})
-        cfg_path.write_text(json.dumps({"args": vars(args), "model": cfg.to_dict()}, indent=2))
+    saved_args = {k: v for k, v in vars(args).items() if k != "resume"}
+    cfg_path.write_text(json.dumps({"args": saved_args, "model": cfg.to_dict()}, indent=2))
+    return args, cfg
 
-    random.seed(args.seed)
-    torch.manual_seed(args.seed)
+
+def main(argv=None) -> None:
+    args = parse_args(argv)
+    if args.crop % 64:
+        raise SystemExit("error: --crop must be a multiple of 64 (the codec's total down-sampling)")
+    run = Path(args.run)
+    rank, world, device = setup_distributed()
+    lead = rank == 0  # only the first process writes files and prints
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    if lead:
+        run.mkdir(parents=True, exist_ok=True)
+        args, cfg = load_run_config(args, run)
+    if world > 1:
+        import torch.distributed as dist
+
+        box = [(args, cfg) if lead else None]
+        dist.broadcast_object_list(box, src=0)
+        args, cfg = box[0]
+
+    random.seed(args.seed + rank)
+    torch.manual_seed(args.seed)  # same initial weights on every process
     sources = []
     for spec in args.data:
         folder, _, w = spec.partition(":")
         sources.append((folder, float(w or 1.0)))
-    sampler = CropSampler(sources, args.crop, args.seed)
+    sampler = CropSampler(sources, args.crop, args.seed + 1000 * rank)
     val_imgs = []
-    if args.val:
+    if args.val and lead:
         for p in list_images(Path(args.val)):
             a = load_rgb(p)
             h, w = a.shape[:2]
@@ -197,15 +235,20 @@ def main(argv=None) -> None:
         opt.load_state_dict(state["opt"])
         aux_opt.load_state_dict(state["aux_opt"])
         step = state["step"]
-        sampler.rng = np.random.default_rng([args.seed, step])
+        sampler.rng = np.random.default_rng([args.seed, rank, step])
         torch.manual_seed(args.seed + step)
-        print(f"resumed at step {step}", file=sys.stderr)
+        if lead:
+            print(f"resumed at step {step}", file=sys.stderr)
+    model.to(device)
+    net = model
+    if world > 1:
+        from torch.nn.parallel import DistributedDataParallel as DDP
 
-    log_new = not (run / "log.csv").exists()
-    log_f = open(run / "log.csv", "a", newline="")
-    log = csv.writer(log_f)
-    if log_new:
-        log.writerow(["step", "lr", "loss", "bpp", "psnr", "aux", "seconds"])
+        # quantiles get no gradient from the RD loss (only from the aux loss, below)
+        net = DDP(model, device_ids=[device.index] if device.type == "cuda" else None,
+                  find_unused_parameters=True)
+
+    log = CsvLog(run / "log.csv", ["step", "lr", "loss", "bpp", "psnr", "aux", "seconds"]) if lead else None
     acc = {"loss": 0.0, "bpp": 0.0, "psnr": 0.0, "aux": 0.0, "n": 0}
     t0 = time.time()
     model.train()
@@ -213,9 +256,9 @@ def main(argv=None) -> None:
         lr = lr_at(step, args.steps, args.lr)
         for g in opt.param_groups:
             g["lr"] = lr
-        x = sampler.batch(args.batch)
-        levels = torch.from_numpy(sampler.rng.integers(0, cfg.levels, size=args.batch))
-        out = rd_loss(model, x, levels)
+        x = sampler.batch(args.batch).to(device, non_blocking=True)
+        levels = torch.from_numpy(sampler.rng.integers(0, cfg.levels, size=args.batch)).to(device)
+        out = rd_loss(net, x, levels, cfg.lambdas)
         opt.zero_grad()
         out["loss"].backward()
         torch.nn.utils.clip_grad_norm_(main_params, 1.0)
@@ -223,35 +266,58 @@ def main(argv=None) -> None:
         aux = model.aux_loss()
         aux_opt.zero_grad()
         aux.backward()
+        if world > 1:
+            import torch.distributed as dist
+
+            for p in aux_params:  # keep the quantiles identical on every process
+                dist.all_reduce(p.grad)
+                p.grad /= world
         aux_opt.step()
         step += 1
         for k in ("loss", "bpp", "psnr"):
             acc[k] += out[k].item()
         acc["aux"] += aux.item()
         acc["n"] += 1
-        if step % 100 == 0 or step == args.steps:
+        if lead and (step % 100 == 0 or step == args.steps):
             n = acc.pop("n")
             row = {k: v / n for k, v in acc.items()}
             el = time.time() - t0
-            log.writerow([step, f"{lr:.3g}", f"{row['loss']:.4f}", f"{row['bpp']:.4f}",
-                          f"{row['psnr']:.2f}", f"{row['aux']:.1f}", f"{el:.0f}"])
-            log_f.flush()
+            log.write([step, f"{lr:.3g}", f"{row['loss']:.4f}", f"{row['bpp']:.4f}",
+                       f"{row['psnr']:.2f}", f"{row['aux']:.1f}", f"{el:.0f}"])
             print(f"step {step}/{args.steps} lr {lr:.2g} loss {row['loss']:.3f} bpp {row['bpp']:.3f} "
                   f"psnr {row['psnr']:.2f} aux {row['aux']:.0f} ({el:.0f}s)", file=sys.stderr, flush=True)
             acc = {"loss": 0.0, "bpp": 0.0, "psnr": 0.0, "aux": 0.0, "n": 0}
-        if step % args.ckpt_every == 0 or step == args.steps:
+        if lead and (step % args.ckpt_every == 0 or step == args.steps):
             tmp = run / "last.pt.tmp"
             torch.save({"model": model.state_dict(), "opt": opt.state_dict(),
                         "aux_opt": aux_opt.state_dict(), "step": step, "config": cfg.to_dict()}, tmp)
             os.replace(tmp, ckpt)
-        if val_imgs and (step % args.val_every == 0 or step == args.steps):
+        if lead and val_imgs and (step % args.val_every == 0 or step == args.steps):
             rows = validate(model, val_imgs)
             with open(run / "val.csv", "a") as f:
                 for r in rows:
                     f.write(f"{step},{r['level']},{r['bpp']:.4f},{r['psnr']:.3f}\n")
             print("val " + " ".join(f"L{r['level']}:{r['bpp']:.3f}bpp/{r['psnr']:.2f}dB" for r in rows),
                   file=sys.stderr, flush=True)
-    log_f.close()
+    if world > 1:
+        import torch.distributed as dist
+
+        dist.destroy_process_group()
+
+
+class CsvLog:
+    """Append rows to a CSV file, header once, flushed after every row."""
+
+    def __init__(self, path: Path, header: list[str]):
+        new = not path.exists()
+        self.f = open(path, "a", newline="")
+        self.w = csv.writer(self.f)
+        if new:
+            self.w.writerow(header)
+
+    def write(self, row: list) -> None:
+        self.w.writerow(row)
+        self.f.flush()
 
 
 if __name__ == "__main__":
