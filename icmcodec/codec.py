@@ -40,7 +40,7 @@ class HyperpriorCodec:
         try:
             net.load_state_dict(float_state, strict=True)
         except RuntimeError as e:
-            raise ValueError(f"model file does not match its config ({str(e).splitlines()[0]})") from None
+            raise ValueError(f"model file does not match its config: {' '.join(str(e).split())[:300]}") from None
         net.eval().to(self.device)
         self.g_a, self.g_s, self.h_a = net["g_a"], net["g_s"], net["h_a"]
         self.h_s = ExactHyperSynthesis(
