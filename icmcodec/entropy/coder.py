@@ -48,7 +48,9 @@ class TableCoder:
         idx = np.asarray(idx, dtype=np.int64).ravel()
         if idx.size and (idx.min() < 0 or idx.max() >= len(self._models)):
             raise ValueError("table index out of range")
-        order = np.argsort(idx, kind="stable")
+        # a stable sort of small unsigned keys is numpy's O(n) radix sort
+        key = idx.astype(np.uint8 if len(self._models) <= 256 else np.uint16)
+        order = np.argsort(key, kind="stable")
         counts = np.bincount(idx, minlength=len(self._models))
         starts = np.concatenate([[0], np.cumsum(counts)])
         return order, counts, starts
