@@ -1,0 +1,124 @@
+"""Task metrics on hand-made inputs with known answers, and every output writer."""
+import io
+import json
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from icmcodec.tasks import metrics as M
+from icmcodec.tasks import writers as W
+
+
+def test_miou_perfect_wrong_missing_and_ignored():
+    gt = np.array([[0, 0, 1, 1], [2, 2, 11, 11]])
+    m = M.ConfusionMIoU(3, ignore_index=11)
+    m.update(gt.copy(), gt)
+    assert m.value() == 1.0
+    m = M.ConfusionMIoU(3, ignore_index=11)
+    m.update((gt + 1) % 3, gt)  # every labelled pixel wrong
+    assert m.value() == 0.0
+    m = M.ConfusionMIoU(4, ignore_index=11)  # class 3 never occurs: left out of the mean
+    pred = np.array([[0, 0, 1, 0], [2, 2, 3, 3]])  # one class-1 pixel called 0; ignored pixels anything
+    m.update(pred, gt)
+    iou = m.per_class()
+    assert iou[0] == pytest.approx(2 / 3) and iou[1] == pytest.approx(1 / 2) and iou[2] == 1.0 and np.isnan(iou[3])
+    assert m.value() == pytest.approx((2 / 3 + 1 / 2 + 1) / 3)
+
+
+def test_thinning_makes_one_pixel_lines():
+    mask = np.zeros((9, 12), bool)
+    mask[3:6, 1:11] = True  # a 3-pixel-thick bar
+    t = M.thin(mask)
+    assert t.sum() > 0 and t.sum() <= 10 and (t.sum(0) <= 1).all() and (t & ~mask).sum() == 0
+
+
+def test_boundary_ods_known_cases():
+    gt = np.zeros((40, 40), np.uint8)
+    gt[20, 5:35] = 1
+    ods = M.BoundaryODS(thresholds=9)
+    ods.update(gt.astype(float), [gt])
+    assert ods.value() == pytest.approx(1.0)
+    shifted = np.zeros((40, 40))
+    shifted[19, 5:35] = 1.0  # one pixel off: within 0.0075 * diag = 0.42 px? no -> missed
+    ods = M.BoundaryODS(thresholds=9)
+    ods.update(shifted, [gt])
+    assert ods.value() == 0.0
+    big = np.zeros((400, 400), np.uint8)
+    big[200, 50:350] = 1
+    near = np.zeros((400, 400))
+    near[202, 50:350] = 0.8  # 2 px off, tolerance 0.0075 * 566 = 4.2 px
+    ods = M.BoundaryODS(thresholds=9)
+    ods.update(near, [big, big])
+    assert ods.value() == pytest.approx(1.0)
+    empty = M.BoundaryODS(thresholds=9)
+    empty.update(np.zeros((40, 40)), [gt])  # nothing predicted: recall 0
+    assert empty.value() == 0.0
+    nogt = M.BoundaryODS(thresholds=9)
+    nogt.update(np.zeros((40, 40)), [np.zeros((40, 40))])  # empty boundaries everywhere
+    assert nogt.value() == 0.0
+
+
+def test_one_to_one_matching():
+    pred = np.zeros((10, 10), bool)
+    pred[5, 5] = True
+    gt = np.zeros((10, 10), bool)
+    gt[5, 4:7] = True  # three GT pixels near one prediction: only one may match
+    matched, n = M.match_count(pred, gt, 1.5)
+    assert n == 1 and matched.sum() == 1
+
+
+def test_top1_depth_normal_saliency():
+    assert M.top1([1, 2, 3, 4], [1, 2, 0, 4]) == 0.75
+    gt = np.array([[1.0, 2.0], [0.0, 4.0]])  # 0 = invalid
+    e = M.depth_errors(np.array([[1.0, 3.0], [9.0, 4.0]]), gt)
+    assert e["rmse"] == pytest.approx(np.sqrt(1 / 3)) and e["absrel"] == pytest.approx(0.5 / 3)
+    n = np.zeros((1, 2, 3))
+    n[..., 2] = 1
+    p = n.copy()
+    p[0, 1] = [1, 0, 0]  # 90 degrees off
+    assert M.mean_angular_error(p, n) == pytest.approx(45.0)
+    assert M.mean_angular_error(n * 5, n) == pytest.approx(0.0, abs=1e-6)
+    s = M.SaliencyMaxF()
+    g = np.zeros((8, 8), bool)
+    g[:4] = True
+    s.update(g.astype(float), g)
+    assert s.value() == pytest.approx(1.0)
+    s = M.SaliencyMaxF()
+    s.update(np.zeros((8, 8)), g)
+    assert s.value() == 0.0
+
+
+def open_png(data):
+    return Image.open(io.BytesIO(data))
+
+
+def test_semseg_writer_palette_ids_and_legend():
+    ids = np.array([[0, 1], [10, 3]])
+    names = [f"c{i}" for i in range(11)]
+    pal = [(i * 20, 0, 255 - i * 20) for i in range(11)]
+    out = W.write_semseg(ids, names, pal)
+    im = open_png(out[".semseg.png"])
+    assert im.mode == "P" and im.size == (2, 2) and np.asarray(im).tolist() == ids.tolist()
+    assert im.getpalette()[30:33] == [200, 0, 55]
+    legend = json.loads(out[".semseg.json"])
+    assert legend["classes"][10] == {"id": 10, "name": "c10", "color": [200, 0, 55]}
+    with pytest.raises(ValueError):
+        W.write_semseg(np.array([[11]]), names, pal)
+
+
+def test_depth_boundary_saliency_normal_cls_writers():
+    d = np.array([[0.0, 1.2345], [10.0, 70.0]])
+    out = W.write_depth(d)
+    im = open_png(out[".depth.png"])
+    assert im.mode.startswith("I") and np.asarray(im).tolist() == [[0, 1234], [10000, 65535]]
+    assert W.read_depth_png(out[".depth.png"])[1, 0] == 10.0
+    assert open_png(out[".depth.preview.png"]).mode == "RGB"
+    b = open_png(W.write_boundary(np.array([[0.0, 0.5, 1.0]]))[".boundary.png"])
+    assert b.mode == "L" and np.asarray(b).tolist() == [[0, 128, 255]]
+    s = open_png(W.write_saliency(np.array([[1.2, -1]]))[".saliency.png"])
+    assert np.asarray(s).tolist() == [[255, 0]]
+    n = open_png(W.write_normal(np.array([[[0, 0, 2.0], [-1, 0, 0]]]))[".normal.png"])
+    assert n.mode == "RGB" and np.asarray(n).tolist() == [[[128, 128, 255], [0, 128, 128]]]
+    c = json.loads(W.write_cls(np.array([0.1, 0.6, 0.3]), ["a", "b", "c"])[".cls.json"])
+    assert c["label"] == "b" and c["score"] == 0.6 and [t["label"] for t in c["top5"]] == ["b", "c", "a"]
