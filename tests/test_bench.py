@@ -17,10 +17,20 @@ def test_psnr_known_values():
 
 def test_ms_ssim_identity_and_small_images():
     rng = np.random.default_rng(0)
-    a = (rng.random((170, 180, 3)) * 255).astype(np.uint8)
+    a = (rng.random((177, 180, 3)) * 255).astype(np.uint8)
     assert ms_ssim(a, a) == pytest.approx(1.0, abs=1e-6)
     assert ms_ssim(a, 255 - a) < 0.5
     assert ms_ssim(a[:100], a[:100]) is None
+
+
+def test_ms_ssim_matches_the_reference_implementation():
+    torch = pytest.importorskip("torch")
+    reference = pytest.importorskip("pytorch_msssim")
+    rng = np.random.default_rng(3)
+    a = (rng.random((201, 230, 3)) * 255).astype(np.uint8)
+    b = np.clip(a + rng.normal(0, 25, a.shape), 0, 255).astype(np.uint8)
+    t = lambda x: torch.from_numpy(x.astype(np.float32)).permute(2, 0, 1)[None]  # noqa: E731
+    assert ms_ssim(a, b) == pytest.approx(float(reference.ms_ssim(t(a), t(b), data_range=255)), abs=1e-5)
 
 
 def test_bd_rate_known_answers():
@@ -45,9 +55,9 @@ def test_jpeg_anchor_round_trip_and_memory():
     data = jpeg.encode(rgb, 90)
     assert data[:2] == b"\xff\xd8" and jpeg.decode(data).shape == rgb.shape
     with PeakMemory() as m:
-        block = np.ones(40 * 2**20, np.uint8)  # 40 MB touched
-        del block
+        block = np.ones(40 * 2**20, np.uint8)  # 40 MB touched, alive until the end
     assert m.peak >= 30 * 2**20
+    del block
 
 
 def test_center_crop_handles_portrait():
