@@ -21,7 +21,7 @@ _MS_WEIGHTS = np.array([0.0448, 0.2856, 0.3001, 0.2363, 0.1333])
 def _gauss_window(size: int = 11, sigma: float = 1.5) -> np.ndarray:
     x = np.arange(size, dtype=np.float64) - size // 2
     g = np.exp(-(x**2) / (2 * sigma**2))
-    return g / g.sum()
+    return (g / g.sum()).astype(np.float32)
 
 
 def _filter_valid(x: np.ndarray, win: np.ndarray) -> np.ndarray:
@@ -62,7 +62,7 @@ def ms_ssim(a: np.ndarray, b: np.ndarray) -> float | None:
     win = _gauss_window()
     vals = []
     for c in range(a.shape[2]):
-        x, y = a[..., c].astype(np.float64), b[..., c].astype(np.float64)
+        x, y = a[..., c].astype(np.float32), b[..., c].astype(np.float32)
         mcs = []
         for level in range(5):
             ssim, cs = _ssim_parts(x, y, win)

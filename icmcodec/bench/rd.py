@@ -3,7 +3,7 @@
     python benchmarks/rd.py ../shared/data/photos --crop 768x512 --out benchmarks/results/photos
 
 For every image in a folder: icm at several qualities (encode -> complete .icm bytes ->
-decode) and every available anchor (:mod:`icmcodec.bench.anchors`) at 10 qualities.
+decode) and every available anchor (:mod:`icmcodec.bench.anchors`) at 8 qualities.
 Rate is ``8 * len(bytes) / pixels`` (ours: the whole file, header included); quality
 is PSNR on 8-bit RGB and MS-SSIM; encode and decode wall time and peak memory (RSS
 above the starting level) are measured per call. BD-rate (PSNR and MS-SSIM) and
