@@ -122,3 +122,52 @@ def test_depth_boundary_saliency_normal_cls_writers():
     assert n.mode == "RGB" and np.asarray(n).tolist() == [[[128, 128, 255], [0, 128, 128]]]
     c = json.loads(W.write_cls(np.array([0.1, 0.6, 0.3]), ["a", "b", "c"])[".cls.json"])
     assert c["label"] == "b" and c["score"] == 0.6 and [t["label"] for t in c["top5"]] == ["b", "c", "a"]
+
+
+def test_folder_loaders(tmp_path):
+    from scipy.io import savemat
+
+    from icmcodec.tasks import datasets as D
+
+    def img(path, size=(6, 4)):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        Image.new("RGB", size, (10, 20, 30)).save(path)
+
+    # CamVid / SegNet layout
+    img(tmp_path / "cv" / "train" / "a.png")
+    (tmp_path / "cv" / "trainannot").mkdir(parents=True)
+    Image.fromarray(np.full((4, 6), 11, np.uint8)).save(tmp_path / "cv" / "trainannot" / "a.png")
+    s = D.camvid(tmp_path / "cv", "train")
+    assert len(s) == 1 and s[0].label.shape == (4, 6) and s[0].label.max() == 11 and s[0].image().shape == (4, 6, 3)
+    # BSDS500 .mat with two annotators
+    img(tmp_path / "bsds" / "images" / "val" / "1.jpg")
+    (tmp_path / "bsds" / "groundTruth" / "val").mkdir(parents=True)
+    b1, b2 = np.zeros((4, 6), np.uint8), np.eye(4, 6, dtype=np.uint8)
+    gt = np.empty((1, 2), dtype=object)
+    for i, b in enumerate((b1, b2)):
+        gt[0, i] = {"Boundaries": b, "Segmentation": np.ones((4, 6), np.uint16)}
+    savemat(tmp_path / "bsds" / "groundTruth" / "val" / "1.mat", {"groundTruth": gt})
+    s = D.bsds500(tmp_path / "bsds", "val")
+    labels = s[0].label.load()
+    assert len(labels) == 2 and labels[1].tolist() == b2.tolist()
+    # ImageFolder classes
+    img(tmp_path / "cal" / "train" / "zebra" / "x.jpg")
+    img(tmp_path / "cal" / "train" / "ant" / "y.jpg")
+    s, classes = D.image_folder(tmp_path / "cal", "train")
+    assert classes == ["ant", "zebra"] and [x.label for x in s] == [0, 1]
+    # depth / normals / saliency
+    img(tmp_path / "nyu" / "train" / "images" / "k.png")
+    (tmp_path / "nyu" / "train" / "depth").mkdir()
+    Image.fromarray(np.full((4, 6), 2500, np.uint16)).save(tmp_path / "nyu" / "train" / "depth" / "k.png")
+    assert D.depth_folder(tmp_path / "nyu", "train")[0].label[0, 0] == 2.5
+    (tmp_path / "nyu" / "train" / "normals").mkdir()
+    n = np.zeros((4, 6, 3), np.uint8)
+    n[0, 0] = (128, 128, 255)
+    Image.fromarray(n).save(tmp_path / "nyu" / "train" / "normals" / "k.png")
+    lab = D.normal_folder(tmp_path / "nyu", "train")[0].label
+    assert lab[0, 0, 2] == pytest.approx(1.0, abs=1e-2) and (lab[1, 1] == 0).all()
+    (tmp_path / "nyu" / "train" / "saliency").mkdir()
+    Image.fromarray(np.eye(4, 6, dtype=np.uint8) * 255).save(tmp_path / "nyu" / "train" / "saliency" / "k.png")
+    assert D.saliency_folder(tmp_path / "nyu", "train")[0].label.sum() == 4
+    with pytest.raises(D.DatasetError, match="missing"):
+        D.camvid(tmp_path / "cv", "val")
