@@ -130,8 +130,13 @@ def main(argv=None) -> None:
     p.add_argument("checkpoint", type=Path)
     p.add_argument("out_dir", type=Path)
     p.add_argument("--name", required=True)
+    p.add_argument("--default", action="store_true", help="mark as the default model for its task")
+    p.add_argument("--default-quality", type=float, default=None, help="quality used when --quality is not given")
     a = p.parse_args(argv)
-    out = export_checkpoint(a.checkpoint, a.out_dir, a.name)
+    extra = {"default": a.default}
+    if a.default_quality is not None:
+        extra["default_quality"] = a.default_quality
+    out = export_checkpoint(a.checkpoint, a.out_dir, a.name, **extra)
     blob = (out / "model.safetensors").read_bytes()
     print(f"wrote {out} ({len(blob)} bytes, hash {model_hash(blob).hex()})")
 

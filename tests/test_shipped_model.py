@@ -1,0 +1,38 @@
+"""The model that ships inside the package: present, loadable, and a working codec."""
+import json
+
+import numpy as np
+
+from icmcodec import pipeline, zoo
+
+
+def smooth_image(h=96, w=128):
+    yy, xx = np.mgrid[0:h, 0:w] / max(h, w)
+    r = 128 + 100 * np.sin(3 * xx + 1) * np.cos(2 * yy)
+    g = 128 + 90 * np.cos(4 * yy + xx)
+    b = 60 + 150 * xx * yy
+    return np.clip(np.stack([r, g, b], -1), 0, 255).astype(np.uint8)
+
+
+def test_default_recon_model_ships_with_card():
+    entry = zoo.find(task="recon")
+    assert entry.path.parent == zoo.SHIPPED and entry.config["default"] is True
+    assert (entry.path / "MODEL_CARD.md").is_file()
+    assert entry.bytes < 8 * 2**20  # a few MB
+    cfg = json.loads((entry.path / "config.json").read_text())
+    assert cfg["method"] == "hyperprior" and cfg["task"] == "recon"
+
+
+def test_shipped_model_codes_a_picture():
+    codec = pipeline.load_codec(device="cpu")
+    lo, hi = codec.quality_range
+    rgb = smooth_image()
+    sizes, psnrs = [], []
+    for q in (lo, hi):
+        data = pipeline.encode_image(rgb, quality=q, codec=codec)
+        out = pipeline.decode_bytes(data, codec=codec).rgb
+        mse = np.mean((out.astype(float) - rgb) ** 2)
+        sizes.append(len(data))
+        psnrs.append(10 * np.log10(255**2 / mse))
+    assert sizes[0] < sizes[1] and psnrs[0] < psnrs[1]
+    assert psnrs[1] > 28  # a smooth picture at the highest quality
