@@ -17,7 +17,6 @@ import click
 
 import bitstream
 
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff", ".ppm", ".pgm", ".gif")
 EXIT_OK, EXIT_PARTIAL, EXIT_USAGE = 0, 1, 2
 
 
@@ -183,7 +182,9 @@ def encode(inputs, out, out_dir, task, quality, model, device):
     """
     if out and out_dir:
         _fail("give -o or --out-dir, not both")
-    jobs = collect(inputs, IMAGE_SUFFIXES, stdin_is_list=True)
+    from icmcodec.imageio import IMAGE_SUFFIXES
+
+    jobs = collect(inputs, tuple(IMAGE_SUFFIXES), stdin_is_list=True)
     if out and len(jobs) != 1:
         _fail(f"-o names one output but there are {len(jobs)} inputs; use --out-dir")
     _quiet_torch_warnings()

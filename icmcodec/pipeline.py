@@ -6,7 +6,6 @@ output. Models are loaded once per (model, device) and cached.
 """
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from functools import lru_cache
 
@@ -37,8 +36,7 @@ def resolve_device(device: str = "auto") -> str:
 
 @lru_cache(maxsize=8)
 def _load(path: str, device: str):
-    entry = zoo.ModelEntry(path, zoo.Path(path), json.loads((zoo.Path(path) / "config.json").read_text()))
-    config, state, mhash = zoo.load_state(entry)
+    config, state, mhash = zoo.load_state(zoo.entry_at(path))
     spec = METHODS[config["method"]]
     return spec.build(config, state, mhash, device)
 

@@ -47,6 +47,16 @@ def _hash_of(path: str, _mtime: int) -> bytes:
     return model_hash(Path(path).read_bytes())
 
 
+def entry_at(folder: str | Path) -> ModelEntry:
+    """The model in one folder (``config.json`` + ``model.safetensors``)."""
+    folder = Path(folder)
+    try:
+        config = json.loads((folder / "config.json").read_text())
+    except (OSError, ValueError) as e:
+        raise ModelNotFoundError(f"{folder}: no readable config.json ({e})") from None
+    return ModelEntry(config.get("name", folder.name), folder, config)
+
+
 def search_path() -> list[Path]:
     extra = [Path(p) for p in os.environ.get("ICM_MODEL_PATH", "").split(os.pathsep) if p]
     return extra + [SHIPPED]
@@ -83,10 +93,8 @@ def find(name: str | None = None, *, task: str = "recon", model_hash: bytes | No
             "(add its folder to ICM_MODEL_PATH)"
         )
     if name is not None:
-        p = Path(name)
-        if (p / "config.json").is_file():
-            return ModelEntry(json.loads((p / "config.json").read_text()).get("name", p.name), p,
-                              json.loads((p / "config.json").read_text()))
+        if (Path(name) / "config.json").is_file():
+            return entry_at(name)
         for m in models:
             if m.name == name:
                 return m
