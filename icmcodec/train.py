@@ -118,8 +118,17 @@ def lr_at(step: int, total: int, base: float) -> float:
 
 
 def init_from(model: GainedHyperprior, ckpt_path: str) -> None:
-    """Warm start from a checkpoint whose levels/lambdas may differ."""
-    ck = torch.load(ckpt_path, map_location="cpu", weights_only=False)
+    """Warm start from a checkpoint, or from a shipped model folder, whose
+    levels/lambdas may differ."""
+    if Path(ckpt_path).is_dir():
+        from icmcodec.zoo import entry_at, load_state
+        from icmcodec.zoo.export import trainable_from_state
+
+        config, arrays, _ = load_state(entry_at(ckpt_path))
+        src = trainable_from_state(config, arrays)
+        ck = {"model": src.state_dict(), "config": config["arch"], "step": config.get("train_step")}
+    else:
+        ck = torch.load(ckpt_path, map_location="cpu", weights_only=False)
     state = {k: v for k, v in ck["model"].items() if k != "log2_gain"}
     model.load_state_dict(state, strict=False)
     old = ck["model"]["log2_gain"].double()
@@ -151,8 +160,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--ckpt-every", type=int, default=500)
     p.add_argument("--config", default="{}", help="JSON overrides of HyperpriorConfig fields")
     p.add_argument("--resume", action="store_true", help="continue from RUN/last.pt")
-    p.add_argument("--init", metavar="CKPT", help="start from another run's weights (fresh optimiser); "
-                   "gain vectors are interpolated to the new lambdas in log space")
+    p.add_argument("--init", metavar="CKPT|MODEL_DIR", help="start from another run's checkpoint or a shipped "
+                   "model folder (fresh optimiser); gain vectors are interpolated to the new lambdas in log space")
     return p.parse_args(argv)
 
 

@@ -25,7 +25,7 @@ import torch
 from safetensors.numpy import save as st_save
 
 from icmcodec.entropy import counts_from_pmf, gaussian_tables, stack_tables
-from icmcodec.exact import ACT_FRAC, pow2_table, quantize_hyper_synthesis, scale_table
+from icmcodec.exact import ACT_FRAC, W_FRAC, pow2_table, quantize_hyper_synthesis, scale_table
 from icmcodec.methods.hyperprior import GainedHyperprior
 from icmcodec.transforms import HyperpriorConfig
 
@@ -89,7 +89,43 @@ def export_state(model: GainedHyperprior) -> dict[str, np.ndarray]:
         state[f"tables.{name}.counts"] = t.counts
         state[f"tables.{name}.offsets"] = t.offsets
         state[f"tables.{name}.lengths"] = t.lengths
+    # The factorized prior's own parameters (a few thousand numbers) are not needed for
+    # coding, but with them the shipped file is a complete warm start for training.
+    for k, v in model.entropy_bottleneck.state_dict().items():
+        if v.numel() and not k.startswith("_"):
+            state["train.entropy_bottleneck." + k] = v.detach().float().contiguous().numpy()
     return state
+
+
+def trainable_from_state(config: dict, state: dict[str, np.ndarray]) -> GainedHyperprior:
+    """Inverse of :func:`export_state`: a trainable network from a shipped model.
+
+    Transform weights are copied, GDN parameters mapped back through compressai's
+    re-parametrisation, the exact h_s de-quantized (2**-14 steps) and the log2 gains
+    read back; so training can continue from any shipped model."""
+    arch = HyperpriorConfig.from_dict(config["arch"])
+    model = GainedHyperprior(arch)
+    sd = model.state_dict()
+    with torch.no_grad():
+        for k, v in state.items():
+            if k.startswith("float."):
+                name = k[len("float.") :]
+                mod_name, _, leaf = name.rpartition(".")
+                mod = model.get_submodule(mod_name)
+                if hasattr(mod, "beta_reparam") and leaf in ("beta", "gamma"):
+                    reparam = mod.beta_reparam if leaf == "beta" else mod.gamma_reparam
+                    sd[name] = reparam.init(torch.from_numpy(np.array(v)))
+                else:
+                    sd[name] = torch.from_numpy(np.array(v))
+            elif k.startswith("exact.h_s."):
+                i, leaf = k[len("exact.h_s.") :].split(".")
+                frac = W_FRAC if leaf == "weight" else W_FRAC + ACT_FRAC
+                sd[f"h_s.convs.{i}.{leaf}"] = torch.from_numpy(np.array(v, dtype=np.float64) / (1 << frac)).float()
+            elif k.startswith("train."):
+                sd[k[len("train.") :]] = torch.from_numpy(np.array(v))
+        sd["log2_gain"] = torch.from_numpy(np.array(state["exact.log2_gain_fp"], dtype=np.float64) / (1 << ACT_FRAC)).float()
+    model.load_state_dict(sd)
+    return model
 
 
 def serialize(state: dict[str, np.ndarray]) -> bytes:
