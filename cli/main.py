@@ -241,20 +241,23 @@ def decode(inputs, out, out_dir, device):
     from icmcodec.imageio import png_bytes
 
     def work(job: Job) -> str:
-        t0 = time.time()
         dst = output_path(job, out, out_dir, ".png")
         try:
             data = sys.stdin.buffer.read() if job.src == "-" else Path(job.src).read_bytes()
         except OSError as e:
             raise InputError(f"cannot read ({e.strerror})") from None
         try:
-            res = pipeline.decode_bytes(data, device=device)
+            t_load = time.time()
+            codec = pipeline.codec_for(bitstream.unpack(data).header, device)  # cached after the first
+            t0 = time.time()
+            res = pipeline.decode_bytes(data, codec=codec)
         except (bitstream.BitstreamError, CorruptStreamError, pipeline.UsageError) as e:
             raise InputError(str(e)) from None
         from PIL import Image
 
         write_output(dst, png_bytes(Image.fromarray(res.rgb, "RGB")), job.src)
-        return f"{job.src} -> {dst or 'stdout'}: {res.task}, {res.bpp:.4f} bpp, {time.time() - t0:.2f} s"
+        return (f"{job.src} -> {dst or 'stdout'}: {res.task}, {res.bpp:.4f} bpp, {time.time() - t0:.2f} s "
+                f"(model load {t0 - t_load:.2f} s)")
 
     sys.exit(run_batch(jobs, "decode", work))
 

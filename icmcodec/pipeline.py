@@ -89,6 +89,15 @@ def encode_image(rgb: np.ndarray, *, task: str = "recon", quality: float | None 
     return bitstream.pack(header, chunks)
 
 
+def codec_for(header: bitstream.Header, device: str = "auto"):
+    """The installed codec a file's header names (by method and model hash); cached."""
+    try:
+        method_by_id(header.method)
+        return load_codec(model_hash=header.model_hash, device=device)
+    except (zoo.ModelNotFoundError, LookupError) as e:
+        raise UsageError(str(e)) from None
+
+
 def decode_bytes(data: bytes, *, device: str = "auto", codec=None) -> Decoded:
     """Complete ``.icm`` bytes -> the task output. Raises ``bitstream.BitstreamError``
     for a damaged file and ``UsageError`` for one this installation cannot decode."""
@@ -97,11 +106,7 @@ def decode_bytes(data: bytes, *, device: str = "auto", codec=None) -> Decoded:
     if hd.task != TaskTag.RECON:
         raise UsageError(f"task {hd.task.name.lower()} is not supported by this version of icm")
     if codec is None:
-        try:
-            method_by_id(hd.method)
-            codec = load_codec(model_hash=hd.model_hash, device=device)
-        except (zoo.ModelNotFoundError, LookupError) as e:
-            raise UsageError(str(e)) from None
+        codec = codec_for(hd, device)
     elif codec.model_hash != hd.model_hash:
         raise UsageError("the file was made with another model than the one given")
     z, y = c.get(ChunkType.HYPER), c.get(ChunkType.LATENT)
