@@ -120,27 +120,25 @@ def _overlap(da, dt) -> bool:
     return len(da) >= 2 and len(dt) >= 2 and min(da.max(), dt.max()) > max(da.min(), dt.min())
 
 
-def bd_rate(anchor: tuple, test: tuple) -> float | None:
-    """BD-rate (%) of test (bpp, metric) against anchor; pchip, overlapping range only."""
+def _bd(kind: str, anchor: tuple, test: tuple) -> float | None:
     import bjontegaard as bd
 
     ra, da = rd_curve(*anchor)
     rt, dt = rd_curve(*test)
-    if not _overlap(da, dt):
+    # BD-rate integrates over the shared quality range, BD-metric over the shared rates
+    if not (_overlap(da, dt) if kind == "rate" else _overlap(ra, rt)):
         return None
+    fn = bd.bd_rate if kind == "rate" else bd.bd_psnr
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        return float(bd.bd_rate(ra, da, rt, dt, method="pchip", require_matching_points=False, min_overlap=0))
+        return float(fn(ra, da, rt, dt, method="pchip", require_matching_points=False, min_overlap=0))
+
+
+def bd_rate(anchor: tuple, test: tuple) -> float | None:
+    """BD-rate (%) of test (bpp, metric) against anchor; pchip, overlapping range only."""
+    return _bd("rate", anchor, test)
 
 
 def bd_metric(anchor: tuple, test: tuple) -> float | None:
     """BD-PSNR (or BD of any metric) of test against anchor; pchip, overlap only."""
-    import bjontegaard as bd
-
-    ra, da = rd_curve(*anchor)
-    rt, dt = rd_curve(*test)
-    if not _overlap(ra, rt):
-        return None
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        return float(bd.bd_psnr(ra, da, rt, dt, method="pchip", require_matching_points=False, min_overlap=0))
+    return _bd("metric", anchor, test)
