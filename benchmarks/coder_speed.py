@@ -14,7 +14,6 @@ import json
 import platform
 import time
 
-import numpy as np
 
 
 def best_of(fn, repeat: int) -> float:

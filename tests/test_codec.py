@@ -93,6 +93,7 @@ def test_quality_outside_range_is_refused(codec):
 SCRIPT = textwrap.dedent(
     """
     import sys, numpy as np, torch
+    import bitstream
     torch.set_num_threads(int(sys.argv[2]))
     from icmcodec import pipeline
     codec = pipeline.load_codec(sys.argv[3])
@@ -104,7 +105,7 @@ SCRIPT = textwrap.dedent(
         np.savez(sys.argv[4] + ".npz", z=enc["z_sym"], y=enc["y_sym"])
     else:
         data = open(sys.argv[4], "rb").read()
-        c = bitstream_mod = __import__("bitstream").unpack(data)
+        c = bitstream.unpack(data)
         h = c.header
         z, y, _, _ = codec.decode_symbols(c.chunks[0].data, c.chunks[1].data, (h.coded_height, h.coded_width), h.quality)
         rgb = pipeline.decode_bytes(data, codec=codec).rgb

@@ -81,14 +81,6 @@ class GainedHyperprior(nn.Module):
         init = torch.linspace(-2.0, 2.0, cfg.levels)[:, None].repeat(1, M)
         self.log2_gain = nn.Parameter(init)
 
-    # ---- helpers shared by training and the float reference ----------------------
-    def level_log2_gain(self, level: torch.Tensor | float) -> torch.Tensor:
-        """log2 gain for a (possibly fractional) level, linear between rows."""
-        level = torch.as_tensor(level, dtype=torch.float32).clamp(0, self.cfg.levels - 1)
-        lo = level.floor().long().clamp(max=self.cfg.levels - 2)
-        frac = (level - lo.float()).unsqueeze(-1)
-        return self.log2_gain[lo] * (1 - frac) + self.log2_gain[lo + 1] * frac
-
     @staticmethod
     def gaussian_likelihood(v: torch.Tensor, mean: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
         scale = scale.clamp(min=SCALE_MIN)
