@@ -70,6 +70,26 @@ def output_path(job: Job, out: str | None, out_dir: str | None, suffix: str) -> 
     return Path(job.src).with_suffix(suffix)
 
 
+def output_files(job: Job, out: str | None, out_dir: str | None, files: dict[str, bytes],
+                 task: str) -> list[tuple[Path | None, bytes]]:
+    """Where each output file of a job goes. The first file is the main output: named
+    ``<stem><suffix>`` (``street.semseg.png``) beside the input or under ``--out-dir``,
+    or exactly ``-o``; side files (a legend, a preview) take the main output's name
+    with their own ending (``-o x.png`` -> ``x.json``). ``-o -``: the main file only."""
+    suffixes = list(files)
+    main = output_path(job, out, out_dir, suffixes[0])
+    if main is None:
+        return [(None, files[suffixes[0]])]
+    placed = [(main, files[suffixes[0]])]
+    for sfx in suffixes[1:]:
+        if out:
+            base = main.with_suffix("")
+            placed.append((base.with_name(base.name + sfx.removeprefix(f".{task}")), files[sfx]))
+        else:
+            placed.append((output_path(job, None, out_dir, sfx), files[sfx]))
+    return placed
+
+
 class Progress:
     """A progress bar on stderr when it is a terminal; silent otherwise."""
 
@@ -170,18 +190,30 @@ DEVICE = click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), de
 @click.option("--task", default="recon", show_default=True, help="what the decoder will produce (see 'icm models')")
 @click.option("--quality", type=float, default=None,
               help="rate/quality trade-off, a real number in the model's quality range (low = fewest bits); default: the model's own (see 'icm models')")
-@click.option("--model", default=None, help="model name or folder (default: the task's default model)")
+@click.option("--model", default=None, help="coding model name or folder (default: the task's default model)")
+@click.option("--task-model", default=None,
+              help="task network name or folder the decoder will run (machine tasks; default: the task's own)")
 @DEVICE
-def encode(inputs, out, out_dir, task, quality, model, device):
+def encode(inputs, out, out_dir, task, quality, model, task_model, device):
     """Encode pictures into .icm files.
 
     INPUTS are image files, folders (searched recursively) or '-' for a list of
     paths on stdin, one per line. Without -o/--out-dir, x.png becomes x.icm beside it.
     Alpha is composited over white; 16-bit and grayscale inputs become 8-bit RGB;
     EXIF rotation is applied.
+
+    \b
+    Tasks: recon (a picture), semseg, boundary, cls, depth, normal, saliency.
+    A machine-task file names the task network its decoder runs (see 'icm models').
     """
     if out and out_dir:
         _fail("give -o or --out-dir, not both")
+    from icmcodec.registry import TASK_NAMES
+
+    if task not in TASK_NAMES:
+        _fail(f"unknown task {task!r} (one of: {', '.join(TASK_NAMES)})")
+    if task_model and task == "recon":
+        _fail("--task-model is for machine tasks, not recon")
     from icmcodec.imageio import IMAGE_SUFFIXES
 
     jobs = collect(inputs, tuple(IMAGE_SUFFIXES), stdin_is_list=True)
@@ -194,6 +226,7 @@ def encode(inputs, out, out_dir, task, quality, model, device):
     try:
         codec = pipeline.load_codec(model, task=task, device=device)
         pipeline.check_quality(codec, quality)
+        tasknet = None if task == "recon" else pipeline.load_tasknet(task, task_model, device=device)
     except (pipeline.UsageError, LookupError) as e:
         _fail(str(e))
 
@@ -205,7 +238,7 @@ def encode(inputs, out, out_dir, task, quality, model, device):
         except ImageInputError as e:
             raise InputError(str(e)) from None
         try:
-            data = pipeline.encode_image(rgb, task=task, quality=quality, codec=codec)
+            data = pipeline.encode_image(rgb, task=task, quality=quality, codec=codec, tasknet=tasknet)
         except pipeline.UsageError as e:
             raise InputError(str(e)) from None
         write_output(dst, data, job.src)
@@ -228,7 +261,18 @@ def decode(inputs, out, out_dir, device):
     """Decode .icm files into the task's output.
 
     INPUTS are .icm files, folders (searched recursively for *.icm) or '-' for one
-    bitstream on stdin. recon files become an 8-bit RGB PNG: x.icm -> x.png.
+    bitstream on stdin. Outputs, beside the input or under --out-dir:
+
+    \b
+    recon     x.png            8-bit RGB
+    semseg    x.semseg.png     palette PNG of class ids + x.semseg.json legend
+    boundary  x.boundary.png   8-bit edge probability
+    cls       x.cls.json       label, score, top-5
+    depth     x.depth.png      16-bit, millimetres (+ x.depth.preview.png)
+    normal    x.normal.png     RGB = (n + 1) / 2 * 255
+    saliency  x.saliency.png   8-bit saliency
+
+    -o names the main output exactly; side files take its name with their ending.
     """
     if out and out_dir:
         _fail("give -o or --out-dir, not both")
@@ -238,10 +282,10 @@ def decode(inputs, out, out_dir, device):
     _quiet_torch_warnings()
     from icmcodec import pipeline
     from icmcodec.entropy import CorruptStreamError
-    from icmcodec.imageio import png_bytes
 
     def work(job: Job) -> str:
-        dst = output_path(job, out, out_dir, ".png")
+        if job.src == "-" and not out:
+            raise InputError("reading from stdin: give -o FILE (or -o - for stdout)")
         try:
             data = sys.stdin.buffer.read() if job.src == "-" else Path(job.src).read_bytes()
         except OSError as e:
@@ -253,13 +297,79 @@ def decode(inputs, out, out_dir, device):
             res = pipeline.decode_bytes(data, codec=codec)
         except (bitstream.BitstreamError, CorruptStreamError, pipeline.UsageError) as e:
             raise InputError(str(e)) from None
-        from PIL import Image
-
-        write_output(dst, png_bytes(Image.fromarray(res.rgb, "RGB")), job.src)
-        return (f"{job.src} -> {dst or 'stdout'}: {res.task}, {res.bpp:.4f} bpp, {time.time() - t0:.2f} s "
+        placed = output_files(job, out, out_dir, res.files(), res.task)
+        for dst, blob in placed:
+            write_output(dst, blob, job.src)
+        return (f"{job.src} -> {placed[0][0] or 'stdout'}: {res.task}, {res.bpp:.4f} bpp, {time.time() - t0:.2f} s "
                 f"(model load {t0 - t_load:.2f} s)")
 
     sys.exit(run_batch(jobs, "decode", work))
+
+
+MACHINE_TASKS = ("semseg", "boundary", "cls", "depth", "normal", "saliency")
+
+
+@main.command()
+@click.argument("inputs", nargs=-1, required=True)
+@click.option("--task", required=True, type=click.Choice(MACHINE_TASKS), help="the machine task")
+@click.option("-o", "--output", "out", metavar="OUT", help="output file for a single input; '-' for stdout")
+@click.option("--out-dir", type=click.Path(file_okay=False), help="write outputs here, keeping relative paths")
+@click.option("--model", default=None, help="task network name or folder (default: the task's own)")
+@click.option("--batch", type=click.IntRange(1, 256), default=8, show_default=True,
+              help="pictures per network call (same-size pictures are batched)")
+@DEVICE
+def analyze(inputs, task, out, out_dir, model, batch, device):
+    """Run a task's clean network on ordinary pictures (no coding).
+
+    INPUTS are image files, folders (searched recursively) or '-' for a list of
+    paths on stdin. Writes exactly what 'icm decode' writes for the task
+    (street.jpg -> street.semseg.png + street.semseg.json, street.cls.json, ...),
+    so coded and uncoded results compare file for file.
+    """
+    if out and out_dir:
+        _fail("give -o or --out-dir, not both")
+    from icmcodec.imageio import IMAGE_SUFFIXES
+
+    jobs = collect(inputs, tuple(IMAGE_SUFFIXES), stdin_is_list=True)
+    if out and len(jobs) != 1:
+        _fail(f"-o names one output but there are {len(jobs)} inputs; use --out-dir")
+    _quiet_torch_warnings()
+    from icmcodec import pipeline
+    from icmcodec.imageio import ImageInputError, load_rgb
+
+    try:
+        net = pipeline.load_tasknet(task, model, device=device)
+    except pipeline.UsageError as e:
+        _fail(str(e))
+    done: dict[int, object] = {}  # job index -> output array or InputError
+    index = {id(j): i for i, j in enumerate(jobs)}
+
+    def run_chunk(start: int) -> None:
+        """Load the next ``batch`` pictures and run the network on them at once."""
+        chunk = list(range(start, min(start + batch, len(jobs))))
+        loaded = {}
+        for i in chunk:
+            try:
+                loaded[i] = load_rgb(jobs[i].src)
+            except ImageInputError as e:
+                done[i] = InputError(str(e))
+        if loaded:
+            for i, res in zip(loaded, net.predict(list(loaded.values()), batch=batch)):
+                done[i] = res
+
+    def work(job: Job) -> str:
+        i = index[id(job)]
+        if i not in done:
+            run_chunk(i)
+        res = done.pop(i)
+        if isinstance(res, InputError):
+            raise res
+        placed = output_files(job, out, out_dir, net.write(res), task)
+        for dst, blob in placed:
+            write_output(dst, blob, job.src)
+        return f"{job.src} -> {placed[0][0] or 'stdout'}: {task}"
+
+    sys.exit(run_batch(jobs, "analyze", work))
 
 
 @main.command()
@@ -288,14 +398,17 @@ def info(path, as_json):
         click.echo(f"{k:13s} {v}")
 
 
-def _param_count(weights: Path) -> int:
-    """Learned parameters (not tables) from the safetensors header, without torch."""
+def _param_count(weights: Path, kind: str = "codec") -> int:
+    """Learned parameters (not tables, not statistics) from the safetensors header, without torch."""
     with open(weights, "rb") as f:
         n = int.from_bytes(f.read(8), "little")
         meta = json.loads(f.read(n))
     total = 0
     for k, v in meta.items():
-        if k.startswith(("float.", "exact.h_s.", "exact.log2_gain", "exact.z_median")):
+        if k == "__metadata__":
+            continue
+        if (k.startswith(("float.", "exact.h_s.", "exact.log2_gain", "exact.z_median")) if kind == "codec"
+                else not k.endswith(("running_mean", "running_var", "num_batches_tracked"))):
             size = 1
             for s in v["shape"]:
                 size *= s
@@ -306,15 +419,17 @@ def _param_count(weights: Path) -> int:
 @main.command()
 @click.option("--json", "as_json", is_flag=True, help="print a JSON list")
 def models(as_json):
-    """List installed models and per-task artifacts."""
+    """List installed models: coding models and task networks (with their clean metric)."""
     from icmcodec import zoo
 
     rows = []
     for m in zoo.available():
+        clean = m.config.get("clean_metric") or {}
         rows.append({
-            "name": m.name, "task": m.config.get("task"), "method": m.config.get("method"),
-            "quality_range": m.config.get("quality_range"), "params": _param_count(m.weights),
-            "bytes": m.bytes, "path": str(m.path),
+            "name": m.name, "kind": m.kind, "task": m.config.get("task"),
+            "method": m.config.get("method", m.kind), "quality_range": m.config.get("quality_range"),
+            "params": _param_count(m.weights, m.kind), "bytes": m.bytes, "path": str(m.path),
+            "clean_metric": clean or None,
         })
     if as_json:
         click.echo(json.dumps(rows))
@@ -322,10 +437,12 @@ def models(as_json):
     if not rows:
         click.echo("no models installed", err=True)
         return
-    click.echo(f"{'name':16s} {'task':8s} {'method':12s} {'quality':10s} {'params':>9s} {'bytes':>9s}")
+    click.echo(f"{'name':16s} {'task':8s} {'method':12s} {'quality':10s} {'params':>9s} {'bytes':>9s}  clean val")
     for r in rows:
-        q = "{:g}..{:g}".format(*r["quality_range"])
-        click.echo(f"{r['name']:16s} {r['task']:8s} {r['method']:12s} {q:10s} {r['params']:9d} {r['bytes']:9d}")
+        q = "{:g}..{:g}".format(*r["quality_range"]) if r["quality_range"] else "-"
+        c = r["clean_metric"]
+        cv = f"  {c['metric']} {c['value']:.3f}" if c else ""
+        click.echo(f"{r['name']:16s} {r['task']:8s} {r['method']:12s} {q:10s} {r['params']:9d} {r['bytes']:9d}{cv}")
 
 
 if __name__ == "__main__":

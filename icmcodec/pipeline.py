@@ -3,6 +3,12 @@
 ``encode_image`` pads, analyses, codes and packs a container; ``decode_bytes`` checks
 the container, finds the model named by its hash, decodes and returns the task
 output. Models are loaded once per (model, device) and cached.
+
+Machine tasks with the ``hyperprior`` method are the papers' "human codec" anchor
+(TransTIC's TIC): the reconstruction codec codes the picture, and the decoder runs the
+task's clean-trained network (:mod:`icmcodec.tasks`) on the reconstruction. The header
+carries the task tag and the task network's hash (``adapter_hash``), so a file is
+decoded by exactly the network it was encoded for.
 """
 from __future__ import annotations
 
@@ -43,16 +49,45 @@ def _load(path: str, device: str):
 
 def load_codec(model: str | None = None, *, task: str = "recon", model_hash: bytes | None = None,
                device: str = "auto"):
-    entry = zoo.find(model, task=task, model_hash=model_hash)
+    """The coding model: for every task the hyperprior method codes a reconstruction."""
+    entry = zoo.find(model, task="recon" if task in TASK_NAMES else task, model_hash=model_hash)
     return _load(str(entry.path.resolve()), resolve_device(device))
+
+
+@lru_cache(maxsize=8)
+def _load_tasknet(path: str, device: str):
+    from icmcodec.tasks.predict import TaskModel
+
+    return TaskModel.load(path, device)
+
+
+def load_tasknet(task: str, name: str | None = None, *, model_hash: bytes | None = None, device: str = "auto"):
+    """The clean-trained network of a machine task (by name, header hash or default)."""
+    try:
+        entry = zoo.find(name, task=task, model_hash=model_hash, kind="tasknet")
+    except zoo.ModelNotFoundError as e:
+        raise UsageError(str(e)) from None
+    if entry.config.get("task") != task:
+        raise UsageError(f"task network {entry.name} is for {entry.config.get('task')}, not {task}")
+    return _load_tasknet(str(entry.path.resolve()), resolve_device(device))
 
 
 @dataclass
 class Decoded:
     header: bitstream.Header
     task: str
-    rgb: np.ndarray | None  # recon output, H x W x 3 uint8
+    rgb: np.ndarray | None  # the reconstruction, H x W x 3 uint8
     bpp: float
+    output: np.ndarray | None = None  # the task output (machine tasks), see icmcodec.tasks.registry
+    tasknet: object | None = None  # the TaskModel that produced it (its writer, labels)
+
+    def files(self) -> dict[str, bytes]:
+        """The output files as ``{suffix: bytes}`` (``.png`` for recon)."""
+        if self.tasknet is None:
+            from icmcodec.tasks.writers import write_recon
+
+            return write_recon(self.rgb)
+        return self.tasknet.write(self.output)
 
 
 def check_quality(codec, quality: float | None) -> float:
@@ -65,10 +100,18 @@ def check_quality(codec, quality: float | None) -> float:
 
 
 def encode_image(rgb: np.ndarray, *, task: str = "recon", quality: float | None = None,
-                 model: str | None = None, device: str = "auto", codec=None) -> bytes:
-    """H x W x 3 uint8 RGB -> complete ``.icm`` file bytes."""
+                 model: str | None = None, device: str = "auto", codec=None, tasknet=None) -> bytes:
+    """H x W x 3 uint8 RGB -> complete ``.icm`` file bytes.
+
+    For a machine task the header names the task network the decoder will run
+    (``tasknet``, default: the task's installed default)."""
     if task not in TASK_NAMES:
         raise UsageError(f"unknown task {task!r} (one of: {', '.join(TASK_NAMES)})")
+    adapter_hash = bytes(16)
+    if task != "recon":
+        if tasknet is None:
+            tasknet = load_tasknet(task, device=device)
+        adapter_hash = tasknet.hash
     if codec is None:
         try:
             codec = load_codec(model, task=task, device=device)
@@ -83,7 +126,7 @@ def encode_image(rgb: np.ndarray, *, task: str = "recon", quality: float | None 
     header = bitstream.Header(
         method=spec.method_id, task=TASK_NAMES[task], coder=CoderId.RANGE_CATEGORICAL_V1,
         quality=q, height=h, width=w, coded_height=out["coded_size"][0],
-        coded_width=out["coded_size"][1], model_hash=codec.model_hash,
+        coded_width=out["coded_size"][1], model_hash=codec.model_hash, adapter_hash=adapter_hash,
     )
     chunks = [bitstream.Chunk(ChunkType.HYPER, out["z"]), bitstream.Chunk(ChunkType.LATENT, out["y"])]
     return bitstream.pack(header, chunks)
@@ -98,13 +141,17 @@ def codec_for(header: bitstream.Header, device: str = "auto"):
         raise UsageError(str(e)) from None
 
 
-def decode_bytes(data: bytes, *, device: str = "auto", codec=None) -> Decoded:
+def decode_bytes(data: bytes, *, device: str = "auto", codec=None, tasknet=None) -> Decoded:
     """Complete ``.icm`` bytes -> the task output. Raises ``bitstream.BitstreamError``
     for a damaged file and ``UsageError`` for one this installation cannot decode."""
     c = bitstream.unpack(data)
     hd = c.header
+    task = hd.task.name.lower()
     if hd.task != TaskTag.RECON:
-        raise UsageError(f"task {hd.task.name.lower()} is not supported by this version of icm")
+        if tasknet is None:
+            tasknet = load_tasknet(task, model_hash=hd.adapter_hash, device=device)
+        elif tasknet.hash != hd.adapter_hash:
+            raise UsageError("the file was made for another task network than the one given")
     if codec is None:
         codec = codec_for(hd, device)
     elif codec.model_hash != hd.model_hash:
@@ -113,4 +160,7 @@ def decode_bytes(data: bytes, *, device: str = "auto", codec=None) -> Decoded:
     if len(z) != 1 or len(y) != 1:
         raise bitstream.LengthError("expected one hyper and one latent chunk")
     rgb = codec.decode(z[0], y[0], (hd.coded_height, hd.coded_width), (hd.height, hd.width), hd.quality)
-    return Decoded(hd, hd.task.name.lower(), rgb, bitstream.bits_per_pixel(c))
+    res = Decoded(hd, task, rgb, bitstream.bits_per_pixel(c))
+    if tasknet is not None:
+        res.output, res.tasknet = tasknet.predict([rgb])[0], tasknet
+    return res

@@ -29,8 +29,9 @@ class MethodSpec:
 METHODS: dict[str, MethodSpec] = {
     spec.name: spec
     for spec in (
-        MethodSpec("hyperprior", MethodId.HYPERPRIOR, (TaskTag.RECON,),
-                   "gained mean-scale hyperprior with an exact integer entropy-parameter path"),
+        MethodSpec("hyperprior", MethodId.HYPERPRIOR, tuple(TaskTag),
+                   "gained mean-scale hyperprior with an exact integer entropy-parameter path; for a machine "
+                   "task the decoder runs the task's clean network on the reconstruction (TIC anchor)"),
     )
 }
 

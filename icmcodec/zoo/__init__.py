@@ -29,6 +29,11 @@ class ModelEntry:
     config: dict
 
     @property
+    def kind(self) -> str:
+        """``codec`` (a coding model) or ``tasknet`` (a task network, see icmcodec.tasks)."""
+        return self.config.get("kind", "codec")
+
+    @property
     def weights(self) -> Path:
         return self.path / "model.safetensors"
 
@@ -81,31 +86,36 @@ def available() -> list[ModelEntry]:
     return out
 
 
-def find(name: str | None = None, *, task: str = "recon", model_hash: bytes | None = None) -> ModelEntry:
-    """A model by name, by the hash stored in a file header, or the default for a task."""
-    models = available()
+def find(name: str | None = None, *, task: str = "recon", model_hash: bytes | None = None,
+         kind: str = "codec") -> ModelEntry:
+    """A model of ``kind`` by name, by the hash stored in a file header, or the default for a task."""
+    models = [m for m in available() if m.kind == kind]
+    what = "model" if kind == "codec" else "task network"
     if model_hash is not None:
         for m in models:
             if m.hash() == model_hash:
                 return m
         raise ModelNotFoundError(
-            f"the file was made with model {model_hash.hex()}, which is not installed "
+            f"the file was made with {what} {model_hash.hex()}, which is not installed "
             "(add its folder to ICM_MODEL_PATH)"
         )
     if name is not None:
         if (Path(name) / "config.json").is_file():
-            return entry_at(name)
+            entry = entry_at(name)
+            if entry.kind != kind:
+                raise ModelNotFoundError(f"{name} is a {entry.kind}, not a {kind}")
+            return entry
         for m in models:
             if m.name == name:
                 return m
-        raise ModelNotFoundError(f"no model named {name!r} (see 'icm models')")
+        raise ModelNotFoundError(f"no {what} named {name!r} (see 'icm models')")
     for m in models:
         if m.config.get("task") == task and m.config.get("default", False):
             return m
     for m in models:
         if m.config.get("task") == task:
             return m
-    raise ModelNotFoundError(f"no model installed for task {task!r}")
+    raise ModelNotFoundError(f"no {what} installed for task {task!r}")
 
 
 def load_state(entry: ModelEntry) -> tuple[dict, dict[str, np.ndarray], bytes]:

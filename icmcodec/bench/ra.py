@@ -1,0 +1,186 @@
+"""Rate-accuracy benchmark: what a task's accuracy costs in bits, for every codec.
+
+    python benchmarks/ra.py --task semseg ../shared/data/camvid --out benchmarks/results/ra-semseg
+
+For every labelled picture of a split: each anchor codec (:mod:`icmcodec.bench.anchors`)
+at 8 qualities -> decoded picture -> the task's clean-trained network -> task metric
+against the ground truth; and every icm method through its real coded path
+(``pipeline.encode_image(task=T)`` -> ``.icm`` bytes -> ``pipeline.decode_bytes``,
+which runs the network the header names). Rate is the mean over pictures of
+``8 * bytes / pixels``; the metric is the dataset-level one (mIoU from one confusion
+matrix, ODS over all pictures, top-1) at each quality setting. The clean (uncoded)
+metric is the ceiling. BD-rate and BD-metric of each icm method against each anchor
+use the ``bjontegaard`` package (pchip) on the overlapping range only; for metrics
+where lower is better (depth RMSE, angular error) the metric is negated first.
+Writes ``ra.json``, ``ra.csv`` and ``ra.png`` to ``--out``.
+"""
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import platform
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+from icmcodec.bench.anchors import all_anchors
+from icmcodec.bench.measure import bd_metric, bd_rate
+
+
+def spread(samples: list, limit: int) -> list:
+    """``limit`` samples evenly spread over the list (covers every class of a sorted ImageFolder)."""
+    if not limit or limit >= len(samples):
+        return samples
+    idx = np.linspace(0, len(samples) - 1, limit).round().astype(int)
+    return [samples[i] for i in idx]
+
+
+class Curve:
+    """One codec at one quality: summed rate and a dataset-level metric accumulator."""
+
+    def __init__(self, metric):
+        self.metric, self.bpp, self.n = metric, 0.0, 0
+
+    def add(self, bpp: float, output, label) -> None:
+        self.metric.update(output, label)
+        self.bpp += bpp
+        self.n += 1
+
+    def point(self) -> dict:
+        return {"bpp": self.bpp / max(1, self.n), "metric": self.metric.value()}
+
+
+def bd_pair(anchor_pts: list[dict], test_pts: list[dict], sign: float) -> dict:
+    a = ([p["bpp"] for p in anchor_pts], [sign * p["metric"] for p in anchor_pts])
+    t = ([p["bpp"] for p in test_pts], [sign * p["metric"] for p in test_pts])
+    m = bd_metric(a, t)
+    return {"bd_rate": bd_rate(a, t), "bd_metric": None if m is None else sign * m}
+
+
+def plot(doc: dict, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 5), dpi=110)
+    for name, pts in doc["curves"].items():
+        mine = name.startswith("icm")
+        ax.plot([p["bpp"] for p in pts], [p["metric"] for p in pts], "o-" if mine else ".--", label=name,
+                linewidth=2.2 if mine else 1.2)
+    ax.axhline(doc["clean"], color="k", linewidth=1, linestyle=":", label="clean (uncoded)")
+    ax.set_xscale("log")
+    ax.set_xlabel("bits per pixel (whole file, log scale)")
+    ax.set_ylabel(f"{doc['meta']['metric']} ({doc['meta']['task']})")
+    ax.grid(alpha=0.3, which="both")
+    ax.legend(fontsize=8)
+    ax.set_title(f"{doc['meta']['task']}: {doc['meta']['samples']} {doc['meta']['split']} pictures, "
+                 f"network {doc['meta']['tasknet']}")
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+
+
+def format_table(doc: dict) -> str:
+    m = doc["meta"]["metric"]
+    lines = [f"| codec | lowest bpp | {m} there | highest bpp | {m} there |", "|---|---|---|---|---|"]
+    for name, pts in doc["curves"].items():
+        lo, hi = min(pts, key=lambda p: p["bpp"]), max(pts, key=lambda p: p["bpp"])
+        lines.append(f"| {name} | {lo['bpp']:.3f} | {lo['metric']:.3f} | {hi['bpp']:.3f} | {hi['metric']:.3f} |")
+    lines += ["", f"clean (uncoded): {m} {doc['clean']:.3f}", "",
+              f"| icm method vs anchor | BD-rate | BD-{m} |", "|---|---|---|"]
+    fmt = lambda v, u: "n/a (no overlap)" if v is None else f"{v:+.1f}{u}"  # noqa: E731
+    for meth, per in doc["bd"].items():
+        for anchor, v in per.items():
+            lines.append(f"| {meth} vs {anchor} | {fmt(v['bd_rate'], ' %')} | {fmt(v['bd_metric'], '')} |")
+    return "\n".join(lines)
+
+
+def main(argv=None) -> None:
+    p = argparse.ArgumentParser(prog="benchmarks/ra.py", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("data", type=Path, help="dataset root in the task's folder layout")
+    p.add_argument("--task", required=True)
+    p.add_argument("--split", default="val")
+    p.add_argument("--limit", type=int, default=0, help="use N pictures spread over the split (0: all)")
+    p.add_argument("--task-model", default=None, help="task network (default: the task's own)")
+    p.add_argument("--model", default=None, help="icm coding model (default: the recon default)")
+    p.add_argument("--qualities", default=None, help="comma-separated icm qualities (default: 9 over the range)")
+    p.add_argument("--anchors", default="jpeg,webp,avif,heic,jxl")
+    p.add_argument("--thresholds", type=int, default=25, help="boundary only: ODS thresholds (the BSDS code uses 99)")
+    p.add_argument("--out", type=Path, required=True)
+    a = p.parse_args(argv)
+
+    import torch
+
+    torch.set_grad_enabled(False)
+    from icmcodec import pipeline
+    from icmcodec.tasks.registry import task as task_spec
+
+    spec = task_spec(a.task)
+    net = pipeline.load_tasknet(a.task, a.task_model, device="cpu")
+    codec = pipeline.load_codec(a.model, device="cpu")
+    lo, hi = codec.quality_range
+    qualities = [float(q) for q in a.qualities.split(",")] if a.qualities else [float(q) for q in np.linspace(lo, hi, 9)]
+    anchors = {}
+    for name in a.anchors.split(","):
+        anchor = all_anchors().get(name)
+        if anchor is None:
+            raise SystemExit(f"unknown anchor {name!r}")
+        if not anchor.available():
+            print(f"notice: {name} is not available here (library missing); skipped", file=sys.stderr)
+            continue
+        anchors[name] = anchor
+    samples = spread(spec.dataset(a.data, a.split), a.limit)
+    if not samples:
+        raise SystemExit(f"no labelled pictures in {a.data} ({a.split})")
+    kw = {"thresholds": a.thresholds} if spec.name == "boundary" else {}
+    new_metric = lambda: spec.metric(net.labels, **kw)  # noqa: E731
+    clean = new_metric()
+    curves = {("icm-hyperprior", q): Curve(new_metric()) for q in qualities}
+    curves.update({(n, q): Curve(new_metric()) for n, x in anchors.items() for q in x.qualities})
+    t0 = time.time()
+    for i, s in enumerate(samples):
+        rgb = s.image()
+        label = s.label.load() if hasattr(s.label, "load") else s.label
+        px = rgb.shape[0] * rgb.shape[1]
+        clean.update(net.predict([rgb])[0], label)
+        for q in qualities:
+            data = pipeline.encode_image(rgb, task=spec.name, quality=q, codec=codec, tasknet=net)
+            res = pipeline.decode_bytes(data, codec=codec, tasknet=net)
+            curves[("icm-hyperprior", q)].add(8 * len(data) / px, res.output, label)
+        for n, anchor in anchors.items():
+            for q in anchor.qualities:
+                data = anchor.encode(rgb, q)
+                curves[(n, q)].add(8 * len(data) / px, net.predict([anchor.decode(data)])[0], label)
+        print(f"[{i + 1}/{len(samples)}] {s.name} ({time.time() - t0:.0f} s)", file=sys.stderr, flush=True)
+    by_codec: dict[str, list[dict]] = {}
+    for (n, q), c in curves.items():
+        by_codec.setdefault(n, []).append({"quality": q, **c.point()})
+    sign = 1.0 if spec.higher_is_better else -1.0
+    bd = {m: {n: bd_pair(by_codec[n], by_codec[m], sign) for n in anchors} for m in by_codec if m.startswith("icm")}
+    doc = {
+        "meta": {"task": spec.name, "metric": spec.metric.name, "data": str(a.data), "split": a.split,
+                 "samples": len(samples), "tasknet": net.config.get("name"), "tasknet_hash": net.hash.hex(),
+                 "model": codec.config.get("name"), "icm_qualities": qualities,
+                 "anchors": {n: {"settings": x.settings, "qualities": x.qualities} for n, x in anchors.items()},
+                 "metric_options": kw, "higher_is_better": spec.higher_is_better,
+                 "machine": f"{platform.machine()}, {torch.get_num_threads()} torch threads",
+                 "wall_s": time.time() - t0},
+        "clean": clean.value(), "curves": by_codec, "bd": bd,
+    }
+    a.out.mkdir(parents=True, exist_ok=True)
+    (a.out / "ra.json").write_text(json.dumps(doc, indent=1))
+    with open(a.out / "ra.csv", "w", newline="") as fh:
+        w = csv.writer(fh)
+        w.writerow(["codec", "quality", "bpp", spec.metric.name])
+        w.writerow(["clean", "", "", doc["clean"]])
+        for n, pts in by_codec.items():
+            for pt in pts:
+                w.writerow([n, pt["quality"], pt["bpp"], pt["metric"]])
+    plot(doc, a.out / "ra.png")
+    print(format_table(doc), file=sys.stderr)
+    print(f"wrote {a.out}/ra.json, ra.csv, ra.png ({doc['meta']['wall_s']:.0f} s)", file=sys.stderr)

@@ -1,0 +1,72 @@
+"""The shared transformer backbone, defined through timm.
+
+Every task network (and, later, every ICM method that adapts a frozen backbone) builds
+its backbone with :func:`create_backbone`, i.e. ``timm.create_model(name,
+features_only=True)``. Our own backbone is registered with timm under the name
+``icm_pvt_nano``: a Pyramid Vision Transformer v2 (Wang et al. 2022, the hierarchical
+design SegFormer's encoder uses) sized for a 2-core CPU. It has four stages at 4x, 8x,
+16x and 32x down-sampling, and every block's attention has ``attn.q`` and ``attn.kv``
+linear projections, which adapters and prompts target by name.
+
+The same code path takes any timm backbone that supports ``features_only`` (a Swin, an
+EVA-02, ...) with a local weights file (``weights=PATH``); nothing is downloaded.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import timm
+import torch
+from timm.models import generate_default_cfgs, register_model
+from timm.models.pvt_v2 import _create_pvt2
+
+# ImageNet statistics: the convention every timm backbone's input is normalised with;
+# our own backbone keeps it so that real timm checkpoints plug in unchanged.
+MEAN = (0.485, 0.456, 0.406)
+STD = (0.229, 0.224, 0.225)
+
+NANO_ARGS = dict(depths=(2, 2, 2, 2), embed_dims=(32, 64, 128, 256), num_heads=(1, 2, 4, 8),
+                 mlp_ratios=(4, 4, 4, 4), sr_ratios=(8, 4, 2, 1))
+
+# timm looks up a model's default configuration in its module's ``default_cfgs``; no
+# URL: our weights come with the package, never from a hub.
+default_cfgs = generate_default_cfgs({
+    "icm_pvt_nano.untrained": dict(num_classes=0, input_size=(3, 224, 224), mean=MEAN, std=STD,
+                                   first_conv="patch_embed.proj", classifier="head"),
+})
+
+
+@register_model
+def icm_pvt_nano(pretrained: bool = False, **kwargs):
+    """icm's own PVTv2 (2.95 M parameters with a 101-class head)."""
+    return _create_pvt2("icm_pvt_nano", pretrained=pretrained, **dict(NANO_ARGS, **kwargs))
+
+
+class BackboneError(ValueError):
+    pass
+
+
+def create_backbone(name: str = "icm_pvt_nano", weights: str | Path | None = None,
+                    drop_path_rate: float = 0.0, **model_args) -> torch.nn.Module:
+    """A timm backbone returning the feature maps of all its stages (NCHW).
+
+    ``weights``: a local file (``.safetensors``, ``.pth``, ``.bin``) for a real timm
+    model; it is loaded through timm's own pretrained-weights path, so its key
+    remapping applies. Without it the backbone starts from random weights.
+    ``model_args`` go to the timm constructor (e.g. smaller ``embed_dims`` in tests).
+    """
+    if name not in timm.list_models() and name not in timm.list_models(pretrained=True):
+        raise BackboneError(f"unknown timm model {name!r}")
+    kw = dict(features_only=True, drop_path_rate=drop_path_rate, **model_args)
+    if weights is not None:
+        if not Path(weights).is_file():
+            raise BackboneError(f"backbone weights not found: {weights}")
+        # timm reads ``file`` before it would try any hub: nothing is fetched.
+        return timm.create_model(name, pretrained=True, pretrained_cfg_overlay={"file": str(weights)}, **kw)
+    return timm.create_model(name, pretrained=False, **kw)
+
+
+def attention_projections(backbone: torch.nn.Module) -> list[str]:
+    """Names of the attention q/k/v linear layers (what adapters target)."""
+    ends = (".q", ".kv", ".qkv", ".k", ".v", ".q_proj", ".k_proj", ".v_proj")
+    return [n for n, m in backbone.named_modules() if isinstance(m, torch.nn.Linear) and n.endswith(ends)]
