@@ -191,10 +191,12 @@ DEVICE = click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), de
 @click.option("--quality", type=float, default=None,
               help="rate/quality trade-off, a real number in the model's quality range (low = fewest bits); default: the model's own (see 'icm models')")
 @click.option("--model", default=None, help="coding model name or folder (default: the task's default model)")
+@click.option("--method", default=None,
+              help="coding method (see 'icm models'); default: the best measured one for the task")
 @click.option("--task-model", default=None,
               help="task network name or folder the decoder will run (machine tasks; default: the task's own)")
 @DEVICE
-def encode(inputs, out, out_dir, task, quality, model, task_model, device):
+def encode(inputs, out, out_dir, task, quality, model, method, task_model, device):
     """Encode pictures into .icm files.
 
     INPUTS are image files, folders (searched recursively) or '-' for a list of
@@ -208,10 +210,15 @@ def encode(inputs, out, out_dir, task, quality, model, task_model, device):
     """
     if out and out_dir:
         _fail("give -o or --out-dir, not both")
-    from icmcodec.registry import TASK_NAMES
+    from icmcodec.registry import METHODS, TASK_NAMES, default_method
 
     if task not in TASK_NAMES:
         _fail(f"unknown task {task!r} (one of: {', '.join(TASK_NAMES)})")
+    if method is not None and method not in METHODS:
+        _fail(f"unknown method {method!r} (available: {', '.join(METHODS)})")
+    spec = METHODS[method] if method else default_method(task)
+    if TASK_NAMES[task] not in spec.tasks:
+        _fail(f"method {spec.name} does not code task {task}")
     if task_model and task == "recon":
         _fail("--task-model is for machine tasks, not recon")
     from icmcodec.imageio import IMAGE_SUFFIXES
@@ -225,6 +232,8 @@ def encode(inputs, out, out_dir, task, quality, model, task_model, device):
 
     try:
         codec = pipeline.load_codec(model, task=task, device=device)
+        if codec.config.get("method") != spec.name:
+            _fail(f"model {codec.config.get('name')} codes with {codec.config.get('method')}, not {spec.name}")
         pipeline.check_quality(codec, quality)
         tasknet = None if task == "recon" else pipeline.load_tasknet(task, task_model, device=device)
     except (pipeline.UsageError, LookupError) as e:

@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 
 from icmcodec.entropy import IntTables, TableCoder
-from icmcodec.exact import ACT_FRAC, ExactHyperSynthesis, entropy_params, quality_log2_gain
+from icmcodec.exact import ACT_FRAC, EXTRAPOLATE_LEVELS, ExactHyperSynthesis, entropy_params, quality_log2_gain
 from icmcodec.transforms import HyperpriorConfig, build_transforms
 
 PAD = 64  # g_a down-samples by 16, h_a by 4 more
@@ -54,7 +54,11 @@ class HyperpriorCodec:
 
     @property
     def quality_range(self) -> tuple[float, float]:
-        return (0.0, float(self.arch.levels - 1))
+        """Trained levels span 0..levels-1; a model's config may extend the low end
+        (extrapolated gains, see ``exact.quality_log2_gain``)."""
+        top = float(self.arch.levels - 1)
+        lo, hi = self.config.get("quality_range", (0.0, top))
+        return (max(float(lo), -float(EXTRAPOLATE_LEVELS)), min(float(hi), top))
 
     @property
     def default_quality(self) -> float:

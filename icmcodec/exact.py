@@ -118,12 +118,20 @@ class ExactHyperSynthesis:
         return mean, log2_scale
 
 
+EXTRAPOLATE_LEVELS = 4  # how far below level 0 a model's quality_range may reach
+
+
 def quality_log2_gain(lg_table: np.ndarray, quality: float) -> np.ndarray:
-    """Integer log2 gains (ACT_FRAC bits) for a quality, linear on the 1/256 grid."""
+    """Integer log2 gains (ACT_FRAC bits) for a quality, linear on the 1/256 grid.
+
+    Between trained levels the gains are interpolated; below level 0 (down to
+    ``-EXTRAPOLATE_LEVELS``) they continue the line through levels 0 and 1, which
+    gives lower rates than any trained level (a model opts in through its
+    ``quality_range``). Floor division keeps negative steps exact."""
     levels = lg_table.shape[0]
     q = int(round(quality * (1 << QUALITY_FRAC)))
-    q = min(max(q, 0), (levels - 1) << QUALITY_FRAC)
-    lo = min(q >> QUALITY_FRAC, levels - 2)
+    q = min(max(q, -EXTRAPOLATE_LEVELS << QUALITY_FRAC), (levels - 1) << QUALITY_FRAC)
+    lo = min(max(q >> QUALITY_FRAC, 0), levels - 2)
     frac = q - (lo << QUALITY_FRAC)
     a = lg_table[lo].astype(np.int64)
     b = lg_table[lo + 1].astype(np.int64)

@@ -43,3 +43,13 @@ def method_by_id(mid: MethodId) -> MethodSpec:
         if spec.method_id == mid:
             return spec
     raise LookupError(f"method {MethodId(mid).name.lower()} is not implemented in this version of icm")
+
+
+def default_method(task: str) -> MethodSpec:
+    """The method ``icm encode --task T`` uses without ``--method``: the first one in
+    ``METHODS`` that codes the task (the order is the measured preference)."""
+    tag = TASK_NAMES[task]
+    for spec in METHODS.values():
+        if tag in spec.tasks:
+            return spec
+    raise LookupError(f"no method codes task {task}")

@@ -103,3 +103,8 @@ def test_quality_interpolation():
     assert exact.quality_log2_gain(lg, 2.0).tolist() == [4096, 100]
     assert exact.quality_log2_gain(lg, 1.25).tolist() == [1024 + 768, 25]
     assert exact.quality_log2_gain(lg, 99).tolist() == [4096, 100]
+    # below level 0: the line through levels 0 and 1 continues, exactly, then stops
+    assert exact.quality_log2_gain(lg, -1.0).tolist() == [-1024, -2048]
+    assert exact.quality_log2_gain(lg, -0.5).tolist() == [-512, -1536]
+    assert exact.quality_log2_gain(lg, -1 / 256).tolist() == [-4, -1028]
+    assert exact.quality_log2_gain(lg, -99).tolist() == exact.quality_log2_gain(lg, -exact.EXTRAPOLATE_LEVELS).tolist()

@@ -183,6 +183,9 @@ def test_encode_rejects_unknown_task_and_task_model_for_recon(env):
     assert r.exit_code == 2 and "unknown task" in r.output
     r = icm("encode", "p0.png", "--task-model", "tiny-semseg", "--model", CODEC)
     assert r.exit_code == 2 and "machine tasks" in r.output
+    r = icm("encode", "p0.png", "--method", "jpeg2000", "--model", CODEC)
+    assert r.exit_code == 2 and "unknown method" in r.output
+    assert icm("encode", "p0.png", "--method", "hyperprior", "--model", CODEC).exit_code == 0
 
 
 # ---------------------------------------------------------------- training
@@ -219,3 +222,13 @@ def test_task_training_runs_resumes_and_exports_a_loadable_network(tmp_path, mon
              "--init", str(tmp_path / "exported"), "--val-every", "2"])
     a = torch.load(tmp_path / "run2" / "last.pt", weights_only=False)["net"]
     assert a["backbone.stages_0.blocks.0.attn.q.weight"].shape == ck["net"]["backbone.stages_0.blocks.0.attn.q.weight"].shape
+
+
+def test_models_lists_task_networks_with_their_kind_and_size(env):
+    rows = json.loads(icm("models", "--json").output)
+    seg = next(r for r in rows if r["name"] == "tiny-semseg")
+    assert seg["kind"] == "tasknet" and seg["task"] == "semseg" and seg["quality_range"] is None
+    assert seg["params"] == sum(v.numel() for k, v in TaskModel.load(seg["path"]).net.state_dict().items()
+                                if not k.endswith(("running_mean", "running_var", "num_batches_tracked")))
+    text = icm("models").output
+    assert "tiny-semseg" in text and "tasknet" in text

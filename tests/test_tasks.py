@@ -171,3 +171,27 @@ def test_folder_loaders(tmp_path):
     assert D.saliency_folder(tmp_path / "nyu", "train")[0].label.sum() == 4
     with pytest.raises(D.DatasetError, match="missing"):
         D.camvid(tmp_path / "cv", "val")
+
+
+def test_greedy_matching_prefers_near_pairs_and_maximum_finds_the_most():
+    # predictions at x = 1, 3 and edges at x = 2, 5: both predictions are 1 from x = 2;
+    # the distance-1 pair (3, 2) is taken first, after which 1 has nothing left, while
+    # the maximum matching pairs (1, 2) and (3, 5)
+    pred = np.zeros((1, 8), bool)
+    gt = np.zeros((1, 8), bool)
+    pred[0, [1, 3]] = True
+    gt[0, [2, 5]] = True
+    m_g, n_g = M.match_count(pred, gt, 2.0, "greedy")
+    m_m, n_m = M.match_count(pred, gt, 2.0, "maximum")
+    assert n_m == 2 and m_m.sum() == 2
+    assert n_g == 1 and m_g[0, 3] and not m_g[0, 1]
+    with pytest.raises(ValueError, match="unknown matching"):
+        M.match_count(pred, gt, 2.0, "nope")
+
+
+def test_greedy_and_maximum_matching_agree_closely_on_random_edges():
+    rng = np.random.default_rng(5)
+    pred, gt = rng.random((60, 60)) < 0.05, rng.random((60, 60)) < 0.05
+    _, n_g = M.match_count(pred, gt, 2.5, "greedy")
+    _, n_m = M.match_count(pred, gt, 2.5, "maximum")
+    assert n_g <= n_m and n_g >= 0.85 * n_m

@@ -17,8 +17,8 @@ from pathlib import Path
 
 import timm
 import torch
-from timm.models import generate_default_cfgs, register_model
-from timm.models.pvt_v2 import _create_pvt2
+from timm.models import build_model_with_cfg, generate_default_cfgs, register_model
+from timm.models.pvt_v2 import PyramidVisionTransformerV2
 
 # ImageNet statistics: the convention every timm backbone's input is normalised with;
 # our own backbone keeps it so that real timm checkpoints plug in unchanged.
@@ -39,7 +39,10 @@ default_cfgs = generate_default_cfgs({
 @register_model
 def icm_pvt_nano(pretrained: bool = False, **kwargs):
     """icm's own PVTv2 (2.95 M parameters with a 101-class head)."""
-    return _create_pvt2("icm_pvt_nano", pretrained=pretrained, **dict(NANO_ARGS, **kwargs))
+    out_indices = kwargs.pop("out_indices", (0, 1, 2, 3))
+    return build_model_with_cfg(PyramidVisionTransformerV2, "icm_pvt_nano", pretrained,
+                                feature_cfg=dict(flatten_sequential=True, out_indices=out_indices),
+                                **dict(NANO_ARGS, **kwargs))
 
 
 class BackboneError(ValueError):

@@ -14,7 +14,7 @@ of another run (or of a shipped task network folder). ``--export DIR`` writes th
 shipped folder (``config.json`` + float16 ``model.safetensors``) from ``last.pt``.
 
 Augmentation: global tasks take a random resized crop (area 25-100 %, aspect 3/4-4/3)
-to ``crop`` pixels and flips; dense tasks take a random scale in ``[0.5, 1] * scale``
+to ``crop`` pixels and flips; dense tasks take a random scale in ``[0.75, 1.25] * scale``
 then a ``crop``-sized window (padded with the ignore value where the picture is
 smaller) and flips. Pictures are held in memory as uint8.
 """
@@ -84,7 +84,7 @@ class Sampler:
         x = to_tensor(a)
         t = torch.from_numpy(tgt)
         t = t[None] if t.dim() == 2 else t.permute(2, 0, 1)
-        s = self.scale * self.rng.uniform(0.5, 1.0)
+        s = self.scale * self.rng.uniform(0.75, 1.25)
         h, w = a.shape[:2]
         size = (max(16, round(h * s)), max(16, round(w * s)))
         x = resize(x, size)
