@@ -72,3 +72,15 @@ def test_atomic_write_leaves_nothing_on_failure(tmp_path):
     with pytest.raises(TypeError):
         atomic_write(tmp_path / "bad.bin", object())
     assert os.listdir(tmp_path) == ["ok.bin"]
+
+
+def test_atomic_write_gives_outputs_the_usual_permissions(tmp_path):
+    import os
+    import stat
+
+    umask = os.umask(0o022)
+    try:
+        atomic_write(tmp_path / "out.png", b"x")
+    finally:
+        os.umask(umask)
+    assert stat.S_IMODE((tmp_path / "out.png").stat().st_mode) == 0o644

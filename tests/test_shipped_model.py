@@ -36,3 +36,20 @@ def test_shipped_model_codes_a_picture():
         psnrs.append(10 * np.log10(255**2 / mse))
     assert sizes[0] < sizes[1] and psnrs[0] < psnrs[1]
     assert psnrs[1] > 28  # a smooth picture at the highest quality
+
+
+def test_shipped_task_networks_load_and_predict():
+    from icmcodec.tasks.predict import TaskModel
+
+    nets = [m for m in zoo.available() if m.kind == "tasknet" and m.path.parent == zoo.SHIPPED]
+    assert {m.config["task"] for m in nets} >= {"cls"}
+    rgb = smooth_image()[:48, :64]
+    for m in nets:
+        assert (m.path / "MODEL_CARD.md").is_file() and m.bytes < 8 * 2**20
+        assert m.config["clean_metric"]["split"] == "val"
+        net = TaskModel.load(m.path)
+        out = net.predict([rgb])[0]
+        if net.spec.kind == "dense":
+            assert out.shape[:2] == rgb.shape[:2]
+        else:
+            assert out.shape == (len(net.labels),) and abs(out.sum() - 1) < 1e-6

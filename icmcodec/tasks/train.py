@@ -161,6 +161,7 @@ def parse_args(argv=None):
     p.add_argument("--resume", action="store_true")
     p.add_argument("--export", metavar="DIR", help="write the shipped folder from RUN/last.pt and exit")
     p.add_argument("--name", help="model name for --export")
+    p.add_argument("--default", action="store_true", help="with --export: mark it the task's default network")
     return p.parse_args(argv)
 
 
@@ -187,10 +188,12 @@ def backbone_state(path: str) -> dict:
     return {k[len("backbone."):]: v.float() for k, v in state.items() if k.startswith("backbone.")}
 
 
-def export(run: Path, out: Path, name: str | None) -> None:
+def export(run: Path, out: Path, name: str | None, default: bool = False) -> None:
     ck = torch.load(run / "last.pt", map_location="cpu", weights_only=False)
     cfg = dict(ck["config"])
     cfg["name"] = name or out.name
+    if default:
+        cfg["default"] = True
     cfg["train"]["step"] = ck["step"]
     cfg["clean_metric"] = ck.get("val")
     save_tasknet(ck["net"], cfg, out)
@@ -201,7 +204,7 @@ def main(argv=None) -> None:
     args = parse_args(argv)
     run = Path(args.run)
     if args.export:
-        export(run, Path(args.export), args.name)
+        export(run, Path(args.export), args.name, args.default)
         return
     if args.threads:
         torch.set_num_threads(args.threads)
