@@ -42,10 +42,15 @@ def main(argv=None) -> None:
     p.add_argument("--model", action="append", default=[], metavar="TASK=NAME")
     p.add_argument("--split", default="val")
     p.add_argument("--matching", default="greedy", choices=["greedy", "maximum"])
+    p.add_argument("--limit", type=int, default=0, help="N pictures spread over the split (0: all)")
     p.add_argument("--out", type=Path)
     a = p.parse_args(argv)
+    import warnings
+
+    warnings.filterwarnings("ignore", message=".*torch.jit.script.*")  # raised by timm's imports
     torch.set_grad_enabled(False)
     from icmcodec import pipeline, zoo
+    from icmcodec.bench.ra import spread
     from icmcodec.tasks.registry import task as task_spec
 
     names = dict(m.split("=", 1) for m in a.model)
@@ -57,7 +62,7 @@ def main(argv=None) -> None:
         entry = zoo.find(names.get(name), task=name, kind="tasknet")
         kw = {"thresholds": 99, "matching": a.matching} if name == "boundary" else {}
         metric = spec.metric(net.labels, **kw)
-        samples = spec.dataset(data, a.split)
+        samples = spread(spec.dataset(data, a.split), a.limit)
         t_net, t0 = 0.0, time.time()
         for s in samples:
             rgb = s.image()

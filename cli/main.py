@@ -70,6 +70,17 @@ def output_path(job: Job, out: str | None, out_dir: str | None, suffix: str) -> 
     return Path(job.src).with_suffix(suffix)
 
 
+def image_jobs(inputs: tuple[str, ...], out: str | None) -> list[Job]:
+    """Picture inputs (files, folders, '-' for a list of paths); -o needs exactly one."""
+    from icmcodec.imageio import IMAGE_SUFFIXES
+
+    jobs = collect(inputs, tuple(IMAGE_SUFFIXES), stdin_is_list=True)
+    if out and len(jobs) != 1:
+        _fail(f"-o names one output but there are {len(jobs)} inputs; use --out-dir")
+    _quiet_torch_warnings()
+    return jobs
+
+
 def output_files(job: Job, out: str | None, out_dir: str | None, files: dict[str, bytes],
                  task: str) -> list[tuple[Path | None, bytes]]:
     """Where each output file of a job goes. The first file is the main output: named
@@ -221,12 +232,7 @@ def encode(inputs, out, out_dir, task, quality, model, method, task_model, devic
         _fail(f"method {spec.name} does not code task {task}")
     if task_model and task == "recon":
         _fail("--task-model is for machine tasks, not recon")
-    from icmcodec.imageio import IMAGE_SUFFIXES
-
-    jobs = collect(inputs, tuple(IMAGE_SUFFIXES), stdin_is_list=True)
-    if out and len(jobs) != 1:
-        _fail(f"-o names one output but there are {len(jobs)} inputs; use --out-dir")
-    _quiet_torch_warnings()
+    jobs = image_jobs(inputs, out)
     from icmcodec import pipeline
     from icmcodec.imageio import ImageInputError, load_rgb
 
@@ -337,12 +343,7 @@ def analyze(inputs, task, out, out_dir, model, batch, device):
     """
     if out and out_dir:
         _fail("give -o or --out-dir, not both")
-    from icmcodec.imageio import IMAGE_SUFFIXES
-
-    jobs = collect(inputs, tuple(IMAGE_SUFFIXES), stdin_is_list=True)
-    if out and len(jobs) != 1:
-        _fail(f"-o names one output but there are {len(jobs)} inputs; use --out-dir")
-    _quiet_torch_warnings()
+    jobs = image_jobs(inputs, out)
     from icmcodec import pipeline
     from icmcodec.imageio import ImageInputError, load_rgb
 

@@ -134,7 +134,8 @@ def icm(*args):
 
 def test_analyze_names_outputs_by_task_and_keeps_going_past_a_bad_file(env):
     (env / "bad.png").write_bytes(b"not a picture")
-    r = icm("analyze", "p0.png", "p1.png", "bad.png", "p2.png", "--task", "semseg", "--out-dir", "out", "--batch", "2")
+    r = icm("analyze", "p0.png", "p1.png", "bad.png", "p2.png", "--task", "semseg", "--out-dir", "out", "--batch", "2",
+            "--model", "tiny-semseg")
     assert r.exit_code == 1, r.output
     assert "bad.png" in r.output and "Traceback" not in r.output
     for i in range(3):
@@ -142,15 +143,15 @@ def test_analyze_names_outputs_by_task_and_keeps_going_past_a_bad_file(env):
         assert im.mode == "P" and (np.asarray(im) <= 10).all()
         assert json.loads((env / "out" / f"p{i}.semseg.json").read_text())["classes"][3]["name"] == "Road"
     assert not (env / "out" / "bad.semseg.png").exists()
-    r = icm("analyze", "p2.png", "--task", "cls", "-o", "label.json")
+    r = icm("analyze", "p2.png", "--task", "cls", "-o", "label.json", "--model", "tiny-cls")
     assert r.exit_code == 0, r.output
     assert json.loads((env / "label.json").read_text())["label"] in ("ant", "bee")
-    r = icm("analyze", "p2.png", "--task", "semseg", "-o", "seg.png")
+    r = icm("analyze", "p2.png", "--task", "semseg", "-o", "seg.png", "--model", "tiny-semseg")
     assert r.exit_code == 0 and (env / "seg.png").exists() and (env / "seg.json").exists()
 
 
 def test_encode_for_a_task_then_decode_runs_the_named_network(env):
-    r = icm("encode", "p2.png", "--task", "semseg", "--model", CODEC, "--quality", "2")
+    r = icm("encode", "p2.png", "--task", "semseg", "--model", CODEC, "--quality", "2", "--task-model", "tiny-semseg")
     assert r.exit_code == 0, r.output
     info = json.loads(icm("info", "p2.icm", "--json").output)
     net = pipeline.load_tasknet("semseg", "tiny-semseg", device="cpu")
@@ -162,13 +163,13 @@ def test_encode_for_a_task_then_decode_runs_the_named_network(env):
     assert res.task == "semseg" and np.array_equal(got, net.predict([res.rgb])[0])
     assert (env / "p2.semseg.json").exists()
     # cls: a JSON label from the decoder, same as analyze on the reconstruction
-    assert icm("encode", "p0.png", "--task", "cls", "--model", CODEC, "-o", "c.icm").exit_code == 0
+    assert icm("encode", "p0.png", "--task", "cls", "--model", CODEC, "-o", "c.icm", "--task-model", "tiny-cls").exit_code == 0
     assert icm("decode", "c.icm", "--out-dir", "dec").exit_code == 0
     assert json.loads((env / "dec" / "c.cls.json").read_text())["label"] in ("ant", "bee")
 
 
 def test_decode_without_the_task_network_is_a_clear_error(env, monkeypatch, tmp_path):
-    assert icm("encode", "p0.png", "--task", "semseg", "--model", CODEC).exit_code == 0
+    assert icm("encode", "p0.png", "--task", "semseg", "--model", CODEC, "--task-model", "tiny-semseg").exit_code == 0
     only_codec = tmp_path / "only"
     write_tiny_model(only_codec / "tiny")
     monkeypatch.setenv("ICM_MODEL_PATH", str(only_codec))
@@ -232,3 +233,34 @@ def test_models_lists_task_networks_with_their_kind_and_size(env):
                                 if not k.endswith(("running_mean", "running_var", "num_batches_tracked")))
     text = icm("models").output
     assert "tiny-semseg" in text and "tasknet" in text
+
+
+# ---------------------------------------------------------------- rate-accuracy benchmark
+def test_rate_accuracy_helpers():
+    from icmcodec.bench.ra import bd_pair, spread
+
+    assert spread(list(range(10)), 3) == [0, 4, 9] and spread([1, 2], 0) == [1, 2]
+    anchor = [{"bpp": b, "metric": m} for b, m in [(0.1, 0.2), (0.2, 0.4), (0.4, 0.6), (0.8, 0.7)]]
+    half = [{"bpp": p["bpp"] / 2, "metric": p["metric"]} for p in anchor]
+    assert bd_pair(anchor, half, 1.0)["bd_rate"] == pytest.approx(-50.0, abs=1e-6)
+    # lower-is-better metrics (errors): the same curve shape with the metric negated
+    err = [{"bpp": p["bpp"], "metric": 1 - p["metric"]} for p in anchor]
+    err_half = [{"bpp": p["bpp"] / 2, "metric": p["metric"]} for p in err]
+    r = bd_pair(err, err_half, -1.0)
+    assert r["bd_rate"] == pytest.approx(-50.0, abs=1e-6) and r["bd_metric"] < 0  # fewer errors at equal rate
+
+
+def test_rate_accuracy_benchmark_end_to_end(env, tmp_path):
+    from icmcodec.bench import ra
+
+    _camvid_like(tmp_path / "cv")
+    out = tmp_path / "ra"
+    ra.main([str(tmp_path / "cv"), "--task", "semseg", "--task-model", "tiny-semseg", "--model", CODEC,
+             "--anchors", "jpeg", "--qualities", "0,1,2", "--limit", "2", "--out", str(out)])
+    doc = json.loads((out / "ra.json").read_text())
+    assert doc["meta"]["samples"] == 2 and doc["meta"]["tasknet"] == "tiny-semseg"
+    assert [p["quality"] for p in doc["curves"]["icm-hyperprior"]] == [0.0, 1.0, 2.0]
+    assert len(doc["curves"]["jpeg"]) == 8 and 0 <= doc["clean"] <= 1
+    bpps = [p["bpp"] for p in doc["curves"]["icm-hyperprior"]]
+    assert bpps == sorted(bpps) and bpps[0] > 0
+    assert (out / "ra.png").stat().st_size > 1000 and (out / "ra.csv").read_text().startswith("codec,quality")

@@ -92,3 +92,29 @@ def all_anchors() -> dict[str, Anchor]:
         "heic": Anchor("heic", QUALITIES, heic, *_pillow("HEIF", **heic), available=_heif_available),
         "jxl": Anchor("jxl", QUALITIES, {"effort": 7}, _jxl_encode, _jxl_decode, available=_jxl_available),
     }
+
+
+def pick_anchors(names: str) -> dict[str, Anchor]:
+    """The comma-separated anchors that are available here; a missing library is
+    reported on stderr and skipped, an unknown name stops the run."""
+    import sys
+
+    known, out = all_anchors(), {}
+    for name in names.split(","):
+        anchor = known.get(name)
+        if anchor is None:
+            raise SystemExit(f"unknown anchor {name!r} (one of: {', '.join(known)})")
+        if not anchor.available():
+            print(f"notice: {name} is not available here (library missing); skipped", file=sys.stderr)
+            continue
+        out[name] = anchor
+    return out
+
+
+def icm_qualities(codec, text: str | None, points: int = 9) -> list[float]:
+    """icm qualities to measure: the comma-separated list given, or ``points`` evenly
+    over the model's quality range."""
+    if text:
+        return [float(q) for q in text.split(",")]
+    lo, hi = codec.quality_range
+    return [float(q) for q in np.linspace(lo, hi, points)]

@@ -26,7 +26,7 @@ from pathlib import Path
 
 import numpy as np
 
-from icmcodec.bench.anchors import all_anchors
+from icmcodec.bench.anchors import icm_qualities, pick_anchors
 from icmcodec.bench.measure import bd_metric, bd_rate
 
 
@@ -113,6 +113,9 @@ def main(argv=None) -> None:
     p.add_argument("--thresholds", type=int, default=25, help="boundary only: ODS thresholds (the BSDS code uses 99)")
     p.add_argument("--out", type=Path, required=True)
     a = p.parse_args(argv)
+    import warnings
+
+    warnings.filterwarnings("ignore", message=".*torch.jit.script.*")  # raised by timm's imports
 
     import torch
 
@@ -123,17 +126,8 @@ def main(argv=None) -> None:
     spec = task_spec(a.task)
     net = pipeline.load_tasknet(a.task, a.task_model, device="cpu")
     codec = pipeline.load_codec(a.model, device="cpu")
-    lo, hi = codec.quality_range
-    qualities = [float(q) for q in a.qualities.split(",")] if a.qualities else [float(q) for q in np.linspace(lo, hi, 9)]
-    anchors = {}
-    for name in a.anchors.split(","):
-        anchor = all_anchors().get(name)
-        if anchor is None:
-            raise SystemExit(f"unknown anchor {name!r}")
-        if not anchor.available():
-            print(f"notice: {name} is not available here (library missing); skipped", file=sys.stderr)
-            continue
-        anchors[name] = anchor
+    qualities = icm_qualities(codec, a.qualities)
+    anchors = pick_anchors(a.anchors)
     samples = spread(spec.dataset(a.data, a.split), a.limit)
     if not samples:
         raise SystemExit(f"no labelled pictures in {a.data} ({a.split})")

@@ -23,7 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
-from icmcodec.bench.anchors import all_anchors
+from icmcodec.bench.anchors import icm_qualities, pick_anchors
 from icmcodec.bench.measure import PeakMemory, bd_metric, bd_rate, ms_ssim, psnr
 
 
@@ -112,17 +112,8 @@ def main(argv=None) -> None:
     from icmcodec.imageio import IMAGE_SUFFIXES, load_rgb
 
     codec = pipeline.load_codec(a.model, device="cpu")
-    lo, hi = codec.quality_range
-    qualities = [float(q) for q in a.qualities.split(",")] if a.qualities else [float(q) for q in np.linspace(lo, hi, 9)]
-    anchors = {}
-    for name in a.anchors.split(","):
-        anchor = all_anchors().get(name)
-        if anchor is None:
-            raise SystemExit(f"unknown anchor {name!r}")
-        if not anchor.available():
-            print(f"notice: {name} is not available here (library missing); skipped", file=sys.stderr)
-            continue
-        anchors[name] = anchor
+    qualities = icm_qualities(codec, a.qualities)
+    anchors = pick_anchors(a.anchors)
     files = sorted(f for f in a.folder.iterdir() if f.suffix.lower() in IMAGE_SUFFIXES)
     if a.limit:
         files = files[: a.limit]
