@@ -69,7 +69,7 @@ def main(argv=None) -> None:
             t1 = time.perf_counter()
             out = net.predict([rgb])[0]
             t_net += time.perf_counter() - t1
-            metric.update(out, s.label.load() if hasattr(s.label, "load") else s.label)
+            metric.update(out, s.target())
         params = sum(v.numel() for k, v in net.net.state_dict().items()
                      if not k.endswith(("running_mean", "running_var", "num_batches_tracked")))
         hw = REFERENCE_INPUT.get(name, (256, 256))

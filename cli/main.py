@@ -16,6 +16,7 @@ from pathlib import Path
 import click
 
 import bitstream
+from icmcodec.registry import TASK_NAMES
 
 EXIT_OK, EXIT_PARTIAL, EXIT_USAGE = 0, 1, 2
 
@@ -201,7 +202,7 @@ DEVICE = click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), de
 @click.option("--task", default="recon", show_default=True, help="what the decoder will produce (see 'icm models')")
 @click.option("--quality", type=float, default=None,
               help="rate/quality trade-off, a real number in the model's quality range (low = fewest bits); default: the model's own (see 'icm models')")
-@click.option("--model", default=None, help="coding model name or folder (default: the task's default model)")
+@click.option("--model", default=None, help="coding model name or folder (default: the installed default)")
 @click.option("--method", default=None,
               help="coding method (see 'icm models'); default: the best measured one for the task")
 @click.option("--task-model", default=None,
@@ -221,7 +222,7 @@ def encode(inputs, out, out_dir, task, quality, model, method, task_model, devic
     """
     if out and out_dir:
         _fail("give -o or --out-dir, not both")
-    from icmcodec.registry import METHODS, TASK_NAMES, default_method
+    from icmcodec.registry import METHODS, default_method
 
     if task not in TASK_NAMES:
         _fail(f"unknown task {task!r} (one of: {', '.join(TASK_NAMES)})")
@@ -237,7 +238,7 @@ def encode(inputs, out, out_dir, task, quality, model, method, task_model, devic
     from icmcodec.imageio import ImageInputError, load_rgb
 
     try:
-        codec = pipeline.load_codec(model, task=task, device=device)
+        codec = pipeline.load_codec(model, device=device)
         if codec.config.get("method") != spec.name:
             _fail(f"model {codec.config.get('name')} codes with {codec.config.get('method')}, not {spec.name}")
         pipeline.check_quality(codec, quality)
@@ -299,8 +300,6 @@ def decode(inputs, out, out_dir, device):
     from icmcodec.entropy import CorruptStreamError
 
     def work(job: Job) -> str:
-        if job.src == "-" and not out:
-            raise InputError("reading from stdin: give -o FILE (or -o - for stdout)")
         try:
             data = sys.stdin.buffer.read() if job.src == "-" else Path(job.src).read_bytes()
         except OSError as e:
@@ -321,7 +320,8 @@ def decode(inputs, out, out_dir, device):
     sys.exit(run_batch(jobs, "decode", work))
 
 
-MACHINE_TASKS = ("semseg", "boundary", "cls", "depth", "normal", "saliency")
+# from the bitstream's task tags (torch-free, so `icm --help` stays instant)
+MACHINE_TASKS = tuple(name for name, tag in TASK_NAMES.items() if tag != bitstream.TaskTag.RECON)
 
 
 @main.command()

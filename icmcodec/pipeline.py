@@ -47,10 +47,10 @@ def _load(path: str, device: str):
     return spec.build(config, state, mhash, device)
 
 
-def load_codec(model: str | None = None, *, task: str = "recon", model_hash: bytes | None = None,
-               device: str = "auto"):
-    """The coding model: for every task the hyperprior method codes a reconstruction."""
-    entry = zoo.find(model, task="recon" if task in TASK_NAMES else task, model_hash=model_hash)
+def load_codec(model: str | None = None, *, model_hash: bytes | None = None, device: str = "auto"):
+    """The coding model (by name or folder, header hash, or the default). It is a
+    reconstruction codec for every task: machine tasks add a task network on top."""
+    entry = zoo.find(model, task="recon", model_hash=model_hash)
     return _load(str(entry.path.resolve()), resolve_device(device))
 
 
@@ -114,7 +114,7 @@ def encode_image(rgb: np.ndarray, *, task: str = "recon", quality: float | None 
         adapter_hash = tasknet.hash
     if codec is None:
         try:
-            codec = load_codec(model, task=task, device=device)
+            codec = load_codec(model, device=device)
         except zoo.ModelNotFoundError as e:
             raise UsageError(str(e)) from None
     q = check_quality(codec, quality)

@@ -146,7 +146,7 @@ def main(argv=None) -> None:
     t0 = time.time()
     for i, s in enumerate(samples):
         rgb = s.image()
-        label = s.label.load() if hasattr(s.label, "load") else s.label
+        label = s.target()
         px = rgb.shape[0] * rgb.shape[1]
         clean.update(net.predict([rgb])[0], label)
         for q in qualities:

@@ -40,6 +40,15 @@ class Sample:
     def image(self) -> np.ndarray:
         return load_rgb(self.image_path)
 
+    def target(self):
+        """The label itself, read from disk first if it is a lazy one."""
+        return resolve(self.label)
+
+
+def resolve(label):
+    """A label as the metrics take it (lazy BSDS labels are read here)."""
+    return label.load() if isinstance(label, _LazyLabel) else label
+
 
 def _need(path: Path) -> Path:
     if not path.exists():

@@ -43,7 +43,7 @@ class ODS(metrics.BoundaryODS):
         super().__init__(thresholds=thresholds, matching=matching)
 
     def update(self, prob, gts):
-        super().update(prob, gts.load() if hasattr(gts, "load") else gts)
+        super().update(prob, datasets.resolve(gts))
 
 
 class Top1:

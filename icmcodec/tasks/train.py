@@ -32,6 +32,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from icmcodec.tasks.datasets import resolve
 from icmcodec.tasks.predict import TaskModel, build_net, resize, save_tasknet, to_tensor
 from icmcodec.tasks.registry import CAMVID_VOID, task
 
@@ -45,11 +46,8 @@ FALLBACK = dict(crop=256, batch=8, lr=6e-4, steps=1000, input={"scale": 1.0})
 
 def dense_target(spec, label) -> np.ndarray:
     """The training target of one dense sample as an H x W (x C) float32 array."""
-    if spec.name == "boundary":
-        gts = label.load() if hasattr(label, "load") else label
-        return np.mean([g > 0 for g in gts], axis=0).astype(np.float32)
-    if spec.name == "normal":
-        return np.asarray(label, np.float32)
+    if spec.name == "boundary":  # the fraction of annotators marking each pixel
+        return np.mean([g > 0 for g in resolve(label)], axis=0).astype(np.float32)
     return np.asarray(label, np.float32)
 
 
@@ -64,7 +62,8 @@ class Sampler:
             self.targets = [int(s.label) for s in samples]
         else:
             self.targets = [dense_target(spec, s.label) for s in samples]
-        self.fill = float(CAMVID_VOID) if spec.name == "semseg" else (0.0 if spec.name != "boundary" else 0.0)
+        # padding: void for semseg; 0 (no depth, no normal, no edge, background) otherwise
+        self.fill = float(CAMVID_VOID) if spec.name == "semseg" else 0.0
 
     def _global(self, a):
         h, w = a.shape[:2]
@@ -88,11 +87,11 @@ class Sampler:
         h, w = a.shape[:2]
         size = (max(16, round(h * s)), max(16, round(w * s)))
         x = resize(x, size)
-        mode = "nearest" if self.spec.name == "semseg" else "bilinear"
         if self.spec.name == "boundary":
             # keep thin edges alive when shrinking: max-pool style resize
             t = F.adaptive_max_pool2d(t[None], size)[0]
         else:
+            mode = "nearest" if self.spec.name == "semseg" else "bilinear"
             t = F.interpolate(t[None], size=size, mode=mode)[0]
         c = self.crop
         ph, pw = max(0, c - size[0]), max(0, c - size[1])
@@ -127,7 +126,7 @@ def evaluate(model: TaskModel, samples, limit: int | None = None, **metric_kw) -
     """The task metric of ``model`` on labelled samples, through the shipped predict path."""
     metric = model.spec.metric(model.labels, **metric_kw)
     for s in samples[:limit]:
-        metric.update(model.predict([s.image()])[0], s.label)
+        metric.update(model.predict([s.image()])[0], s.target())
     return metric.value()
 
 
