@@ -58,6 +58,11 @@ class CropSampler:
         self.weights = np.asarray(weights, dtype=np.float64) / sum(weights)
 
     def batch(self, n: int) -> torch.Tensor:
+        """n crops as float (n, 3, crop, crop) in [0, 1]."""
+        return self.batch_u8(n).float().div_(255.0)
+
+    def batch_u8(self, n: int) -> torch.Tensor:
+        """n crops as uint8 (n, 3, crop, crop): a quarter of the bytes to a GPU."""
         out = np.empty((n, self.crop, self.crop, 3), dtype=np.uint8)
         for i in range(n):
             g = self.groups[self.rng.choice(len(self.groups), p=self.weights)]
@@ -68,7 +73,7 @@ class CropSampler:
             if self.rng.random() < 0.5:
                 c = c[:, ::-1]
             out[i] = c
-        return torch.from_numpy(out).permute(0, 3, 1, 2).float().div_(255.0)
+        return torch.from_numpy(out).permute(0, 3, 1, 2)
 
 
 def rd_loss(model, x: torch.Tensor, levels: torch.Tensor, lambdas) -> dict:
@@ -151,6 +156,10 @@ def parse_args(argv=None) -> argparse.Namespace:
                    help="training image folder, repeatable, optional sampling weight")
     p.add_argument("--val", metavar="DIR", help="validation image folder (center crops)")
     p.add_argument("--steps", type=int, default=20000)
+    p.add_argument("--time-budget", type=float, metavar="MINUTES",
+                   help="fit the run into this much wall time: after a timing window of 200 steps, "
+                   "--steps is lowered (never raised) to what fits, saved in train_config.json, so the "
+                   "learning-rate decay still ends the run")
     p.add_argument("--batch", type=int, default=8)
     p.add_argument("--crop", type=int, default=128, help="crop side, a multiple of 64")
     p.add_argument("--lr", type=float, default=2e-4)
@@ -199,9 +208,17 @@ def main(argv=None) -> None:
     args = parse_args(argv)
     if args.crop % 64:
         raise SystemExit("error: --crop must be a multiple of 64 (the codec's total down-sampling)")
+    if args.time_budget is not None and int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        raise SystemExit("error: --time-budget is for single-process runs; under torchrun give --steps")
     run = Path(args.run)
     rank, world, device = setup_distributed()
     lead = rank == 0  # only the first process writes files and prints
+    if device.type == "cuda":
+        # cuDNN autotuning for the fixed crop size; TF32 for the float transforms (the
+        # coding path's symbols never come from these floats, see icmcodec.exact)
+        torch.backends.cudnn.benchmark = True
+        torch.backends.cuda.matmul.allow_tf32 = True
+        torch.backends.cudnn.allow_tf32 = True
     if args.threads:
         torch.set_num_threads(args.threads)
     if lead:
@@ -260,12 +277,13 @@ def main(argv=None) -> None:
     log = CsvLog(run / "log.csv", ["step", "lr", "loss", "bpp", "psnr", "aux", "seconds"]) if lead else None
     acc = {"loss": 0.0, "bpp": 0.0, "psnr": 0.0, "aux": 0.0, "n": 0}
     t0 = time.time()
+    budget = TimeBudget(args.time_budget, step) if args.time_budget else None
     model.train()
     while step < args.steps:
         lr = lr_at(step, args.steps, args.lr)
         for g in opt.param_groups:
             g["lr"] = lr
-        x = sampler.batch(args.batch).to(device, non_blocking=True)
+        x = sampler.batch_u8(args.batch).to(device, non_blocking=True).float().div_(255.0)
         levels = torch.from_numpy(sampler.rng.integers(0, cfg.levels, size=args.batch)).to(device)
         out = rd_loss(net, x, levels, cfg.lambdas)
         opt.zero_grad()
@@ -283,13 +301,23 @@ def main(argv=None) -> None:
                 p.grad /= world
         aux_opt.step()
         step += 1
+        # summed on the device; read back (a host sync) only when a row is logged
         for k in ("loss", "bpp", "psnr"):
-            acc[k] += out[k].item()
-        acc["aux"] += aux.item()
+            acc[k] += out[k].detach()
+        acc["aux"] += aux.detach()
         acc["n"] += 1
+        if budget is not None and lead:
+            fitted = budget.fit(step, args.steps)
+            if fitted != args.steps:
+                args.steps = fitted
+                cfg_path = run / "train_config.json"
+                saved = json.loads(cfg_path.read_text())
+                saved["args"]["steps"] = fitted
+                cfg_path.write_text(json.dumps(saved, indent=2))
+                print(f"time budget {args.time_budget:g} min: --steps set to {fitted}", file=sys.stderr, flush=True)
         if lead and (step % 100 == 0 or step == args.steps):
             n = acc.pop("n")
-            row = {k: v / n for k, v in acc.items()}
+            row = {k: float(v) / n for k, v in acc.items()}
             el = time.time() - t0
             log.write([step, f"{lr:.3g}", f"{row['loss']:.4f}", f"{row['bpp']:.4f}",
                        f"{row['psnr']:.2f}", f"{row['aux']:.1f}", f"{el:.0f}"])
@@ -312,6 +340,34 @@ def main(argv=None) -> None:
         import torch.distributed as dist
 
         dist.destroy_process_group()
+
+
+class TimeBudget:
+    """Lowers the step count once, from the measured speed, so a run ends in time.
+
+    Timing starts after ``skip`` steps (cuDNN autotuning and warm-up are slower than
+    steady state) and the fit is made ``window`` steps later, with a margin for
+    checkpoints and validation. Under torchrun only rank 0 fits (single-process
+    runs are the use; multi-process runs should pass ``--steps``)."""
+
+    def __init__(self, minutes: float, first_step: int, skip: int = 50, window: int = 200, margin: float = 0.97):
+        self.end = time.time() + minutes * 60.0
+        self.first, self.skip, self.window, self.margin = first_step, skip, window, margin
+        self.t_start = None
+        self.done = False
+
+    def fit(self, step: int, steps: int) -> int:
+        if self.done:
+            return steps
+        if step == self.first + self.skip:
+            self.t_start = time.time()
+        elif self.t_start is not None and step == self.first + self.skip + self.window:
+            self.done = True
+            now = time.time()
+            per_step = (now - self.t_start) / self.window
+            fits = step + int((self.end - now) * self.margin / per_step)
+            return max(step + 1, min(steps, fits))
+        return steps
 
 
 class CsvLog:
