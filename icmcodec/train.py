@@ -122,6 +122,16 @@ def lr_at(step: int, total: int, base: float) -> float:
     return base / 20 + (base - base / 20) * 0.5 * (1 + math.cos(math.pi * min(t, 1.0)))
 
 
+def init_arch(ckpt_path: str) -> dict:
+    """The architecture (HyperpriorConfig fields) of a checkpoint or shipped model folder."""
+    path = Path(ckpt_path)
+    if path.is_dir():
+        return json.loads((path / "config.json").read_text())["arch"]
+    if not path.exists():
+        raise SystemExit(f"error: --init: {ckpt_path} does not exist")
+    return torch.load(path, map_location="cpu", weights_only=False)["config"]
+
+
 def init_from(model: GainedHyperprior, ckpt_path: str) -> None:
     """Warm start from a checkpoint, or from a shipped model folder, whose
     levels/lambdas may differ."""
@@ -198,7 +208,9 @@ def load_run_config(args: argparse.Namespace, run: Path) -> tuple[argparse.Names
         args = argparse.Namespace(**{**saved["args"], "resume": True, "steps": args.steps})
         cfg = HyperpriorConfig.from_dict(saved["model"])
     else:
-        cfg = HyperpriorConfig.from_dict({**HyperpriorConfig().to_dict(), **json.loads(args.config)})
+        # a warm start keeps the architecture it starts from; --config still overrides
+        base = init_arch(args.init) if args.init else HyperpriorConfig().to_dict()
+        cfg = HyperpriorConfig.from_dict({**base, **json.loads(args.config)})
     saved_args = {k: v for k, v in vars(args).items() if k != "resume"}
     cfg_path.write_text(json.dumps({"args": saved_args, "model": cfg.to_dict()}, indent=2))
     return args, cfg
@@ -343,31 +355,35 @@ def main(argv=None) -> None:
 
 
 class TimeBudget:
-    """Lowers the step count once, from the measured speed, so a run ends in time.
+    """Lowers the step count from the measured speed, so a run ends in time.
 
     Timing starts after ``skip`` steps (cuDNN autotuning and warm-up are slower than
-    steady state) and the fit is made ``window`` steps later, with a margin for
-    checkpoints and validation. Under torchrun only rank 0 fits (single-process
-    runs are the use; multi-process runs should pass ``--steps``)."""
+    steady state). Every ``window`` steps after that the mean time per step so far
+    gives what still fits (with a margin for checkpoints and validation), and the step
+    count is lowered to it, never raised. Refits stop where the learning-rate decay
+    begins, so the decay, once started, runs to its end undisturbed. (The first GPU
+    run fitted once, early, and steady state turned out 10 % slower than its window:
+    it ran out of time in the middle of the decay.) Under torchrun only rank 0 would
+    fit, so multi-process runs must pass ``--steps``."""
 
-    def __init__(self, minutes: float, first_step: int, skip: int = 50, window: int = 200, margin: float = 0.97):
+    def __init__(self, minutes: float, first_step: int, skip: int = 50, window: int = 200,
+                 margin: float = 0.95, decay_from: float = 0.7):
         self.end = time.time() + minutes * 60.0
         self.first, self.skip, self.window, self.margin = first_step, skip, window, margin
+        self.decay_from = decay_from
         self.t_start = None
-        self.done = False
 
     def fit(self, step: int, steps: int) -> int:
-        if self.done:
-            return steps
         if step == self.first + self.skip:
             self.t_start = time.time()
-        elif self.t_start is not None and step == self.first + self.skip + self.window:
-            self.done = True
-            now = time.time()
-            per_step = (now - self.t_start) / self.window
-            fits = step + int((self.end - now) * self.margin / per_step)
-            return max(step + 1, min(steps, fits))
-        return steps
+            return steps
+        timed = step - self.first - self.skip
+        if self.t_start is None or timed <= 0 or timed % self.window or step >= self.decay_from * steps:
+            return steps
+        now = time.time()
+        per_step = (now - self.t_start) / timed
+        fits = step + int((self.end - now) * self.margin / per_step)
+        return max(step + 1, min(steps, fits))
 
 
 class CsvLog:

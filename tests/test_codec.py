@@ -164,3 +164,28 @@ def test_shipped_format_is_a_complete_warm_start():
             np.testing.assert_array_equal(again[k], state[k], err_msg=k)
         else:
             np.testing.assert_allclose(again[k], state[k], rtol=1e-5, atol=1e-6, err_msg=k)
+
+
+def test_float16_export_halves_kernels_and_keeps_gdn_and_exact_path(tmp_path):
+    from safetensors.numpy import load
+
+    from icmcodec.codec import HyperpriorCodec
+    from icmcodec.zoo.export import export_state, make_config, model_hash, serialize
+    from icmcodec.zoo.tiny import TINY, tiny_float_model
+
+    model = tiny_float_model(3)
+    full, half = export_state(model), export_state(model, float16=True)
+    assert half["float.g_s.0.weight"].dtype == np.float16 and half["float.g_a.0.weight"].dtype == np.float16
+    assert half["float.g_s.1.gamma"].dtype == np.float32 and half["float.g_s.0.bias"].dtype == np.float32
+    for k, v in full.items():  # the exact path and the tables are the same numbers
+        if not k.startswith("float."):
+            assert np.array_equal(v, half[k]), k
+    config = make_config("t16", TINY)
+    rgb = (np.random.default_rng(0).random((40, 56, 3)) * 255).astype(np.uint8)
+    outs = []
+    for state in (full, half):
+        blob = serialize(state)
+        codec = HyperpriorCodec(config, load(blob), model_hash(blob), "cpu")
+        data = pipeline.encode_image(rgb, quality=1, codec=codec)
+        outs.append(pipeline.decode_bytes(data, codec=codec).rgb.astype(int))
+    assert np.abs(outs[0] - outs[1]).mean() < 1.0  # rounding of the kernels, nothing more

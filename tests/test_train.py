@@ -52,3 +52,35 @@ def test_train_distributed_resume_export(tmp_path):
     codec = pipeline.load_codec(str(model_dir), device="cpu")
     rgb = (rng.random((20, 30, 3)) * 255).astype(np.uint8)
     assert pipeline.decode_bytes(pipeline.encode_image(rgb, quality=0.5, codec=codec), codec=codec).rgb.shape == rgb.shape
+
+
+def test_init_keeps_the_architecture_of_the_warm_start(tmp_path):
+    data = tmp_path / "imgs"
+    data.mkdir()
+    rng = np.random.default_rng(1)
+    Image.fromarray((rng.random((64, 64, 3)) * 255).astype(np.uint8)).save(data / "a.png")
+    common = ["--data", str(data), "--batch", "1", "--crop", "64", "--threads", "1", "--steps", "1"]
+    cfg = json.dumps({"N": 8, "M": 12, "Nz": 4, "Nh": 8, "levels": 2, "lambdas": [0.01, 0.05]})
+    train(common + ["--run", str(tmp_path / "a"), "--config", cfg])
+    # no --config: the architecture comes from the checkpoint, not HyperpriorConfig's defaults
+    out = train(common + ["--run", str(tmp_path / "b"), "--init", str(tmp_path / "a" / "last.pt")])
+    assert "initialised from" in out
+    assert json.loads((tmp_path / "b" / "train_config.json").read_text())["model"]["M"] == 12
+
+
+def test_time_budget_lowers_steps_and_stops_refitting_once_decay_starts(monkeypatch):
+    from icmcodec import train as train_mod
+
+    clock = [1000.0]
+    monkeypatch.setattr(train_mod.time, "time", lambda: clock[0])
+    budget = train_mod.TimeBudget(minutes=10, first_step=0, skip=5, window=10)  # ends at t = 1600
+    steps = 10_000
+    for step in range(1, 200):
+        clock[0] += 0.5 if step <= 5 else 1.0  # slow warm-up, then 1 s per step
+        steps = budget.fit(step, steps)
+    # at step 15 (first fit) 585 s remain: 15 + 0.95 * 585 = 570; later fits agree closely
+    assert 560 <= steps <= 575
+    before = steps
+    clock[0] += 2000  # past the decay start, a slowdown no longer moves the end
+    assert budget.fit(int(0.8 * steps) // 10 * 10 + 5, steps) == before
+    assert budget.fit(steps + 100, steps) == before
