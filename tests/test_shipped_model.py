@@ -66,3 +66,14 @@ def test_shipped_task_networks_load_and_predict():
             assert out.shape[:2] == rgb.shape[:2]
         else:
             assert out.shape == (len(net.labels),) and abs(out.sum() - 1) < 1e-6
+
+
+def test_loading_a_codec_does_not_import_the_training_code():
+    # compressai (training only) takes seconds to import; coding must not pay for it
+    import subprocess
+    import sys
+
+    code = ("import sys; from icmcodec import pipeline; pipeline.load_codec(device='cpu'); "
+            "print(sorted(m for m in sys.modules if m.split('.')[0] == 'compressai' or m == 'icmcodec.zoo.export'))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"

@@ -61,7 +61,7 @@ class TaskModel:
     def load(cls, folder: str | Path, device: str = "cpu") -> "TaskModel":
         from safetensors.torch import load as st_load
 
-        from icmcodec.zoo.export import model_hash
+        from icmcodec.zoo import model_hash
 
         folder = Path(folder)
         config = json.loads((folder / "config.json").read_text())

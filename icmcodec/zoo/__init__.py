@@ -7,6 +7,7 @@ Nothing is ever downloaded.
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 from dataclasses import dataclass
@@ -45,10 +46,15 @@ class ModelEntry:
         return _hash_of(str(self.weights), self.weights.stat().st_mtime_ns)
 
 
+def model_hash(blob: bytes) -> bytes:
+    """A model's identity in every ``.icm`` header: the first 16 bytes of the SHA-256
+    of its weights file. (Here, not in ``export``: export imports the training code and
+    compressai, which would add seconds to every model load.)"""
+    return hashlib.sha256(blob).digest()[:16]
+
+
 @lru_cache(maxsize=None)
 def _hash_of(path: str, _mtime: int) -> bytes:
-    from icmcodec.zoo.export import model_hash
-
     return model_hash(Path(path).read_bytes())
 
 
@@ -120,8 +126,6 @@ def find(name: str | None = None, *, task: str = "recon", model_hash: bytes | No
 
 def load_state(entry: ModelEntry) -> tuple[dict, dict[str, np.ndarray], bytes]:
     from safetensors.numpy import load as st_load
-
-    from icmcodec.zoo.export import model_hash
 
     blob = entry.weights.read_bytes()
     return entry.config, st_load(blob), model_hash(blob)

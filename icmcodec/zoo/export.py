@@ -16,7 +16,6 @@ this file, so a decoder refuses a file made by any other model.
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 from pathlib import Path
 
@@ -28,6 +27,7 @@ from icmcodec.entropy import counts_from_pmf, gaussian_tables, stack_tables
 from icmcodec.exact import ACT_FRAC, W_FRAC, pow2_table, quantize_hyper_synthesis, scale_table
 from icmcodec.methods.hyperprior import GainedHyperprior
 from icmcodec.transforms import HyperpriorConfig
+from icmcodec.zoo import model_hash  # noqa: F401  (re-exported: export.model_hash)
 
 FORMAT_VERSION = 1
 
@@ -136,10 +136,6 @@ def trainable_from_state(config: dict, state: dict[str, np.ndarray]) -> GainedHy
 
 def serialize(state: dict[str, np.ndarray]) -> bytes:
     return st_save({k: np.ascontiguousarray(v) for k, v in state.items()}, metadata={"format": str(FORMAT_VERSION)})
-
-
-def model_hash(blob: bytes) -> bytes:
-    return hashlib.sha256(blob).digest()[:16]
 
 
 def make_config(name: str, arch: HyperpriorConfig, **extra) -> dict:

@@ -52,7 +52,7 @@ def tiny_codec(seed: int = 0, device: str = "cpu"):
     from safetensors.numpy import load
 
     from icmcodec.codec import HyperpriorCodec
-    from icmcodec.zoo.export import model_hash
+    from icmcodec.zoo import model_hash
 
     config, blob = tiny_model_bytes(seed)
     return HyperpriorCodec(config, load(blob), model_hash(blob), device)
