@@ -36,7 +36,7 @@ class HyperpriorCodec:
         self.model_hash = model_hash
         self.device = torch.device(device)
         net = torch.nn.ModuleDict(dict(zip(("g_a", "g_s", "h_a"), build_transforms(self.arch))))
-        # kernels may be stored in float16 (export --float16); the transforms run in float32
+        # kernels may be stored in float16 (export --compact); the transforms run in float32
         float_state = {k[len("float.") :]: torch.from_numpy(np.asarray(v, dtype=np.float32)) for k, v in state.items() if k.startswith("float.")}
         try:
             net.load_state_dict(float_state, strict=True)

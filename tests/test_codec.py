@@ -166,7 +166,7 @@ def test_shipped_format_is_a_complete_warm_start():
             np.testing.assert_allclose(again[k], state[k], rtol=1e-5, atol=1e-6, err_msg=k)
 
 
-def test_float16_export_halves_kernels_and_keeps_gdn_and_exact_path(tmp_path):
+def test_compact_export_halves_kernels_and_keeps_gdn_and_exact_path(tmp_path):
     from safetensors.numpy import load
 
     from icmcodec.codec import HyperpriorCodec
@@ -174,9 +174,10 @@ def test_float16_export_halves_kernels_and_keeps_gdn_and_exact_path(tmp_path):
     from icmcodec.zoo.tiny import TINY, tiny_float_model
 
     model = tiny_float_model(3)
-    full, half = export_state(model), export_state(model, float16=True)
+    full, half = export_state(model), export_state(model, compact=True)
     assert half["float.g_s.0.weight"].dtype == np.float16 and half["float.g_a.0.weight"].dtype == np.float16
     assert half["float.g_s.1.gamma"].dtype == np.float32 and half["float.g_s.0.bias"].dtype == np.float32
+    assert half["exact.h_s.0.weight"].dtype == np.int16 and full["exact.h_s.0.weight"].dtype == np.int32
     for k, v in full.items():  # the exact path and the tables are the same numbers
         if not k.startswith("float."):
             assert np.array_equal(v, half[k]), k

@@ -63,18 +63,22 @@ def z_tables(eb, tail: float = 1e-9, search: int = 4096) -> tuple[list, list, np
     return rows, offsets, med_fp
 
 
-def export_state(model: GainedHyperprior, float16: bool = False) -> dict[str, np.ndarray]:
+def export_state(model: GainedHyperprior, compact: bool = False) -> dict[str, np.ndarray]:
     """Trained float model -> the flat dict of arrays that is the shipped model.
 
-    ``float16`` stores the convolution kernels of g_a, g_s and h_a in half precision
-    (half the file; they are cast back to float32 on loading). Biases and the GDN
-    parameters stay float32: the effective GDN gammas reach values far below float16's
-    normal range. Nothing of the exact path changes, so symbols never depend on it."""
+    ``compact`` makes the file smaller in two ways:
+    - It stores the convolution kernels of g_a, g_s and h_a in half precision. They are
+      cast back to float32 on loading. Biases and the GDN parameters stay float32,
+      because the effective GDN gammas reach values far below float16's normal range.
+    - It stores the exact h_s weights as int16 wherever they fit. They are the same
+      integers, so the decoded symbols do not change.
+    Nothing in the exact path changes value, so symbols never depend on this option.
+    """
     model = model.eval()
     state: dict[str, np.ndarray] = {}
     for k, v in model.state_dict().items():
         if k.startswith(("g_a.", "g_s.", "h_a.")) and "_reparam" not in k:
-            kernel = float16 and k.endswith(".weight") and v.ndim == 4
+            kernel = compact and k.endswith(".weight") and v.ndim == 4
             state["float." + k] = v.detach().to(torch.float16 if kernel else torch.float32).contiguous().numpy()
     # GDN: store the effective (re-parametrised) beta and gamma that FixedGDN uses
     for name, mod in model.named_modules():
@@ -83,7 +87,10 @@ def export_state(model: GainedHyperprior, float16: bool = False) -> dict[str, np
             state[f"float.{name}.gamma"] = mod.gamma_reparam(mod.gamma).detach().float().contiguous().numpy()
     for k, v in quantize_hyper_synthesis(model.h_s).items():
         # weights fit in int32 (|w| <= W_LIMIT); biases need int64
-        state["exact.h_s." + k] = v.astype(np.int32) if k.endswith("weight") else v
+        if k.endswith("weight"):
+            small = compact and np.abs(v).max() <= np.iinfo(np.int16).max
+            v = v.astype(np.int16 if small else np.int32)
+        state["exact.h_s." + k] = v
     rows, offsets, med_fp = z_tables(model.entropy_bottleneck)
     zt = stack_tables(rows, offsets)
     yt = gaussian_tables(scale_table())
@@ -150,12 +157,12 @@ def make_config(name: str, arch: HyperpriorConfig, **extra) -> dict:
     }
 
 
-def export_checkpoint(ckpt_path: Path, out_dir: Path, name: str, float16: bool = False, **extra) -> Path:
+def export_checkpoint(ckpt_path: Path, out_dir: Path, name: str, compact: bool = False, **extra) -> Path:
     ck = torch.load(ckpt_path, map_location="cpu", weights_only=False)
     arch = HyperpriorConfig.from_dict(ck["config"])
     model = GainedHyperprior(arch)
     model.load_state_dict(ck["model"])
-    blob = serialize(export_state(model, float16))
+    blob = serialize(export_state(model, compact))
     out_dir.mkdir(parents=True, exist_ok=True)
     cfg = make_config(name, arch, train_step=ck.get("step"), **extra)
     (out_dir / "model.safetensors").write_bytes(blob)
@@ -170,13 +177,13 @@ def main(argv=None) -> None:
     p.add_argument("--name", required=True)
     p.add_argument("--default", action="store_true", help="mark as the default model for its task")
     p.add_argument("--default-quality", type=float, default=None, help="quality used when --quality is not given")
-    p.add_argument("--float16", action="store_true",
-                   help="store the transforms' convolution kernels in float16 (half the file)")
+    p.add_argument("--compact", action="store_true",
+                   help="float16 transform kernels and int16 exact weights where they fit (about half the file)")
     a = p.parse_args(argv)
     extra = {"default": a.default}
     if a.default_quality is not None:
         extra["default_quality"] = a.default_quality
-    out = export_checkpoint(a.checkpoint, a.out_dir, a.name, float16=a.float16, **extra)
+    out = export_checkpoint(a.checkpoint, a.out_dir, a.name, compact=a.compact, **extra)
     blob = (out / "model.safetensors").read_bytes()
     print(f"wrote {out} ({len(blob)} bytes, hash {model_hash(blob).hex()})")
 
