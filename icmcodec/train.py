@@ -57,10 +57,6 @@ class CropSampler:
             print(f"data: {folder}: {len(imgs)} images, weight {w}", file=sys.stderr)
         self.weights = np.asarray(weights, dtype=np.float64) / sum(weights)
 
-    def batch(self, n: int) -> torch.Tensor:
-        """n crops as float (n, 3, crop, crop) in [0, 1]."""
-        return self.batch_u8(n).float().div_(255.0)
-
     def batch_u8(self, n: int) -> torch.Tensor:
         """n crops as uint8 (n, 3, crop, crop): a quarter of the bytes to a GPU."""
         out = np.empty((n, self.crop, self.crop, 3), dtype=np.uint8)
@@ -167,9 +163,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--val", metavar="DIR", help="validation image folder (center crops)")
     p.add_argument("--steps", type=int, default=20000)
     p.add_argument("--time-budget", type=float, metavar="MINUTES",
-                   help="fit the run into this much wall time: after a timing window of 200 steps, "
-                   "--steps is lowered (never raised) to what fits, saved in train_config.json, so the "
-                   "learning-rate decay still ends the run")
+                   help="fit the run into this much wall time: from the measured speed, refitted every "
+                   "200 steps until the learning-rate decay begins, --steps is lowered (never raised) to "
+                   "what fits and saved in train_config.json, so the decay still ends the run")
     p.add_argument("--batch", type=int, default=8)
     p.add_argument("--crop", type=int, default=128, help="crop side, a multiple of 64")
     p.add_argument("--lr", type=float, default=2e-4)
