@@ -1,0 +1,163 @@
+"""Golden tests pinned from fixed bytes (``tests/fixtures/golden``, see make_golden.py).
+
+Only what is identical on every machine is pinned exactly: the symbols a stored file
+decodes to (the exact integer path). Exported model bytes and encoder output come from
+float kernels that follow the CPU's vector unit, so they are compared between two runs
+in one environment, never against a stored digest. The cross-capability test runs the
+same checks under every torch CPU capability this machine has (``ATEN_CPU_CAPABILITY``),
+so a test that pins a float kernel's result fails on the machine that writes it.
+"""
+import hashlib
+import json
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+import bitstream
+from icmcodec import pipeline, zoo
+
+FIXTURES = Path(__file__).parent / "fixtures"
+GOLDEN_DIR = FIXTURES / "golden"
+GOLDEN = json.loads((GOLDEN_DIR / "golden.json").read_text())
+sys.path.insert(0, str(FIXTURES))
+from make_golden import reference_picture, symbol_digest  # noqa: E402
+
+# Float synthesis: a decoded value may move by rounding on another CPU or thread count.
+PIXEL_MAX_STEP = 2
+PIXEL_MAX_FRACTION = 0.01
+
+
+def codec_of(name: str):
+    return pipeline.load_codec(str(GOLDEN_DIR / "tiny") if name == "tiny" else name, device="cpu")
+
+
+def decoded_symbols(codec, data: bytes):
+    c = bitstream.unpack(data)
+    h = c.header
+    z, y, _, _ = codec.decode_symbols(c.get(bitstream.ChunkType.HYPER)[0], c.get(bitstream.ChunkType.LATENT)[0],
+                                      (h.coded_height, h.coded_width), h.quality)
+    return z, y
+
+
+@pytest.mark.parametrize("name", sorted(GOLDEN))
+def test_stored_file_decodes_to_stored_symbols(name):
+    data = (GOLDEN_DIR / f"{name}.icm").read_bytes()
+    assert hashlib.sha256(data).hexdigest() == GOLDEN[name]["file_sha256"]
+    codec = codec_of(name)
+    assert codec.model_hash.hex() == GOLDEN[name]["model_hash"] == bitstream.unpack(data).header.model_hash.hex()
+    assert symbol_digest(*decoded_symbols(codec, data)) == GOLDEN[name]["symbols_sha256"]
+
+
+@pytest.mark.parametrize("name", sorted(GOLDEN))
+def test_stored_file_decodes_to_the_stored_picture_within_rounding(name):
+    data = (GOLDEN_DIR / f"{name}.icm").read_bytes()
+    out = pipeline.decode_bytes(data, codec=codec_of(name)).rgb.astype(int)
+    ref = np.asarray(Image.open(GOLDEN_DIR / f"{name}.png"), dtype=int)
+    assert out.shape == ref.shape == reference_picture().shape
+    diff = np.abs(out - ref)
+    assert diff.max() <= PIXEL_MAX_STEP and (diff > 0).mean() <= PIXEL_MAX_FRACTION
+
+
+def test_stored_tiny_model_is_the_tiny_model_up_to_float_tables():
+    """The stored file is what ``write_tiny_model`` exports, except the factorized prior's
+    tables: their floats differ in the last bits between CPUs, which can move a count
+    by one through the floor and by one more through the hand-out of the remainder."""
+    from safetensors.numpy import load
+
+    from icmcodec.zoo.tiny import tiny_model_bytes
+
+    stored = load((GOLDEN_DIR / "tiny" / "model.safetensors").read_bytes())
+    fresh = load(tiny_model_bytes(0)[1])
+    assert sorted(stored) == sorted(fresh)
+    for k in stored:
+        if k == "tables.z.counts":
+            assert np.abs(stored[k].astype(np.int64) - fresh[k]).max() <= 2
+        else:
+            np.testing.assert_array_equal(stored[k], fresh[k], err_msg=k)
+
+
+def test_export_is_reproducible_in_one_environment():
+    from icmcodec.zoo.tiny import tiny_model_bytes
+
+    code = "import sys; from icmcodec.zoo.tiny import tiny_model_bytes; sys.stdout.buffer.write(tiny_model_bytes(0)[1])"
+    other = subprocess.run([sys.executable, "-c", code], capture_output=True, check=True).stdout
+    assert tiny_model_bytes(0)[1] == tiny_model_bytes(0)[1] == other
+
+
+@pytest.mark.parametrize("name", sorted(GOLDEN))
+def test_encoding_is_reproducible_and_round_trips(name):
+    codec = codec_of(name)
+    rgb = reference_picture()
+    q = GOLDEN[name]["quality"]
+    data = pipeline.encode_image(rgb, quality=q, codec=codec)
+    assert data == pipeline.encode_image(rgb, quality=q, codec=codec)
+    enc = codec.encode(rgb, q)
+    z, y = decoded_symbols(codec, data)
+    np.testing.assert_array_equal(z, enc["z_sym"])
+    np.testing.assert_array_equal(y, enc["y_sym"])
+
+
+def cpu_capabilities() -> list[str]:
+    """The ATEN_CPU_CAPABILITY values this machine can run, lowest first."""
+    import torch
+
+    top = torch.backends.cpu.get_cpu_capability().lower()
+    order = ["default", "avx2", "avx512"]
+    return order[: order.index(top) + 1] if top in order else ["default", top]
+
+
+WORKER = textwrap.dedent(
+    """
+    import json, sys
+    import numpy as np
+    import torch
+    sys.path.insert(0, sys.argv[1])
+    from make_golden import reference_picture, symbol_digest
+    from icmcodec import pipeline
+    import bitstream
+    golden_dir, mode, out = sys.argv[2], sys.argv[3], sys.argv[4]
+    codec = pipeline.load_codec(golden_dir + "/tiny", device="cpu")
+    res = {"capability": torch.backends.cpu.get_cpu_capability().lower()}
+    def symbols(data):
+        c = bitstream.unpack(data); h = c.header
+        z, y, _, _ = codec.decode_symbols(c.chunks[0].data, c.chunks[1].data, (h.coded_height, h.coded_width), h.quality)
+        return symbol_digest(z, y)
+    if mode == "encode":
+        rgb = reference_picture()
+        data = pipeline.encode_image(rgb, quality=1.5, codec=codec)
+        open(out + ".icm", "wb").write(data)
+        enc = codec.encode(rgb, 1.5)
+        res["sent"] = symbol_digest(enc["z_sym"], enc["y_sym"])
+        res["golden"] = symbols(open(golden_dir + "/tiny.icm", "rb").read())
+    else:
+        res["decoded"] = {f: symbols(open(f, "rb").read()) for f in sys.argv[5:]}
+    open(out + ".json", "w").write(json.dumps(res))
+    """
+)
+
+
+def test_files_decode_to_the_same_symbols_under_every_cpu_capability(tmp_path):
+    """Encode under each capability, decode every file under each: same symbols."""
+    caps = cpu_capabilities()
+
+    def run(cap, *args):
+        env = dict(os.environ, ATEN_CPU_CAPABILITY=cap)
+        subprocess.run([sys.executable, "-c", WORKER, str(FIXTURES), str(GOLDEN_DIR), *map(str, args)],
+                       env=env, check=True, capture_output=True)
+
+    sent = {}
+    for cap in caps:
+        run(cap, "encode", tmp_path / f"enc-{cap}")
+        res = json.loads((tmp_path / f"enc-{cap}.json").read_text())
+        assert res["capability"] == cap  # the variable really took effect
+        assert res["golden"] == GOLDEN["tiny"]["symbols_sha256"]
+        sent[str(tmp_path / f"enc-{cap}.icm")] = res["sent"]
+    for cap in caps:
+        run(cap, "decode", tmp_path / f"dec-{cap}", *sent)
+        assert json.loads((tmp_path / f"dec-{cap}.json").read_text())["decoded"] == sent
