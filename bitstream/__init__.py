@@ -19,13 +19,13 @@ All integers are little-endian. A file is ``header | chunk table | payloads | cr
     22     2     task             TaskTag
     24     2     coder            CoderId (the entropy coder and its table format)
     26     2     flags            bit field, all bits reserved (must be 0 in 1.0)
-    28     8     quality          float64; the codec quantizes it to 1/256 steps
-                                  (``round(quality * 256)``) before use, and writers
-                                  store that canonical value
+    28     8     quality          float64 on the 1/256 grid (``round(quality * 256) / 256``,
+                                  the value the codec used), ``|quality| <= MAX_QUALITY``
     36     4     height           original image height in pixels (>= 1)
     40     4     width            original image width in pixels (>= 1)
-    44     4     coded_height     padded height the latents were computed on
-    48     4     coded_width      padded width
+    44     4     coded_height     padded height the latents were computed on: height
+                                  rounded up to a multiple of ``PAD_UNIT`` (64)
+    48     4     coded_width      padded width, the same rule
     52     16    model_hash       first 16 bytes of SHA-256 of the base model file
     68     16    adapter_hash     first 16 bytes of SHA-256 of the task adapter or
                                   prompt set; 16 zero bytes for none
@@ -45,9 +45,11 @@ Reading rules (each failure raises its own subclass of ``BitstreamError``):
    the magic is reported as ``TruncatedError``).
 2. A major version other than ``MAJOR``: ``UnsupportedVersionError``.
 3. Fewer bytes than the fixed header or the chunk table: ``TruncatedError``.
-4. Limits, checked before anything is allocated: ``height``, ``width``, coded sizes
-   ``<= MAX_SIDE``, ``height * width <= MAX_PIXELS``, ``chunk_count <= MAX_CHUNKS``,
-   ``total_size <= MAX_FILE_SIZE``, coded size >= size: ``LimitError``.
+4. Limits, checked before anything is allocated: ``height``, ``width`` in
+   ``1..MAX_SIDE``, ``height * width <= MAX_PIXELS``, coded sizes exactly the padding
+   rule above (so every array a decoder allocates follows from the picture size),
+   ``chunk_count <= MAX_CHUNKS``, ``total_size <= MAX_FILE_SIZE``, quality finite, on
+   the 1/256 grid and ``|quality| <= MAX_QUALITY``: ``LimitError``.
 5. The file is shorter than ``total_size``: ``TruncatedError``; longer:
    ``TrailingDataError``.
 6. Header size or chunk lengths that do not add up to ``total_size``:
@@ -58,6 +60,15 @@ Reading rules (each failure raises its own subclass of ``BitstreamError``):
 9. A chunk of a type this reader does not know is skipped if its ``required`` flag is
    clear (a newer minor version may add those) and refused with
    ``UnsupportedFeatureError`` if set.
+
+What a decoder guarantees beyond these rules (``icmcodec``): every entropy-coded
+payload must be *canonical*, exactly the bytes the encoder writes for the symbols it
+decodes to, or it is refused (``CorruptStreamError``); so a payload cut short, padded,
+extended, emptied or made for other tables is refused, not decoded. A payload that is
+canonical but was never written for this picture (the hyper chunk of another file of the
+same coded size, say) decodes to *some* picture of the header's size: the format cannot
+tell it from a real one. Either way decoding takes time and memory bounded by the
+picture size in the header, never by the payload.
 
 The enums below are frozen: every value is explicit, none is ever derived from list
 order, and a retired value is never reused.
@@ -78,6 +89,8 @@ MAX_SIDE = 1 << 16
 MAX_PIXELS = 1 << 26
 MAX_CHUNKS = 64
 MAX_FILE_SIZE = 1 << 31
+MAX_QUALITY = 64.0
+PAD_UNIT = 64  # every method of format 1.x codes the picture padded to multiples of this
 
 _FIXED = struct.Struct("<8sBBHQHHHHdIIII16s16sHH")
 _CHUNK = struct.Struct("<HHI")
@@ -221,19 +234,35 @@ class Container:
 
 def canonical_quality(q: float) -> float:
     """The 1/256 grid every quality is snapped to before use."""
-    if not math.isfinite(q):
-        raise ValueError("quality must be a finite number")
+    if not math.isfinite(q) or abs(q) > MAX_QUALITY:
+        raise ValueError(f"quality must be a finite number in -{MAX_QUALITY:g}..{MAX_QUALITY:g}")
     return round(q * 256) / 256
 
 
+def coded_size(h: int, w: int) -> tuple[int, int]:
+    """The padded size a picture of ``h`` x ``w`` is coded at (the rule of the spec)."""
+    return h + (-h) % PAD_UNIT, w + (-w) % PAD_UNIT
+
+
 def _check_limits(h: int, w: int, ch: int, cw: int) -> None:
-    for name, v in (("height", h), ("width", w), ("coded height", ch), ("coded width", cw)):
+    for name, v in (("height", h), ("width", w)):
         if not 1 <= v <= MAX_SIDE:
             raise LimitError(f"{name} {v} outside 1..{MAX_SIDE}")
     if h * w > MAX_PIXELS:
         raise LimitError(f"{w}x{h} is over the limit of {MAX_PIXELS} pixels")
-    if ch < h or cw < w:
-        raise LimitError("coded size smaller than image size")
+    if (ch, cw) != coded_size(h, w):
+        want = coded_size(h, w)
+        raise LimitError(f"coded size {cw}x{ch} does not follow from the picture size {w}x{h} "
+                         f"(must be {want[1]}x{want[0]})")
+
+
+def _check_quality(q: float) -> None:
+    if not math.isfinite(q):
+        raise LimitError("quality is not a finite number")
+    if abs(q) > MAX_QUALITY:
+        raise LimitError(f"quality {q:g} outside -{MAX_QUALITY:g}..{MAX_QUALITY:g}")
+    if round(q * 256) != q * 256:
+        raise LimitError(f"quality {q!r} is not on the 1/256 grid")
 
 
 def pack(header: Header, chunks: list[Chunk]) -> bytes:
@@ -295,8 +324,7 @@ def read_header(data: bytes) -> tuple[Header, int, int, int]:
         raise LimitError(f"{n_chunks} chunks, limit {MAX_CHUNKS}")
     if total > MAX_FILE_SIZE:
         raise LimitError(f"declared size {total} bytes, limit {MAX_FILE_SIZE}")
-    if not math.isfinite(quality):
-        raise UnknownValueError("quality is not a finite number")
+    _check_quality(quality)
     header = Header(
         method=_enum(MethodId, method, "method"), task=_enum(TaskTag, task, "task"),
         coder=_enum(CoderId, coder, "coder"), quality=quality, height=h, width=w,

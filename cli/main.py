@@ -29,6 +29,7 @@ class InputError(Exception):
 class Job:
     src: str  # path, or "-" for stdin bytes
     rel: Path  # relative output stem (for --out-dir)
+    error: str | None = None  # found broken while listing: fails with this message
 
 
 def _fail(msg: str) -> None:
@@ -37,7 +38,10 @@ def _fail(msg: str) -> None:
 
 
 def collect(inputs: tuple[str, ...], suffixes: tuple[str, ...], stdin_is_list: bool) -> list[Job]:
-    """Expand files, folders (recursively, keeping relative paths) and '-'."""
+    """Expand files, folders (recursively, keeping relative paths) and '-'.
+
+    A link inside a folder that cannot be followed (a loop, or a target that is gone)
+    becomes a job of its own that fails with the reason, so the batch reports it."""
     jobs: list[Job] = []
     for item in inputs:
         if item == "-":
@@ -51,11 +55,52 @@ def collect(inputs: tuple[str, ...], suffixes: tuple[str, ...], stdin_is_list: b
             continue
         p = Path(item)
         if p.is_dir():
-            found = sorted(f for f in p.rglob("*") if f.is_file() and f.suffix.lower() in suffixes)
-            jobs.extend(Job(str(f), f.relative_to(p)) for f in found)
+            jobs.extend(walk(p, suffixes))
         else:
             jobs.append(Job(item, Path(p.name)))
     return jobs
+
+
+def walk(root: Path, suffixes: tuple[str, ...]) -> list[Job]:
+    """Files under ``root`` with one of ``suffixes``, sorted, following links to folders
+    once (a folder reached again through a link is a loop and is reported)."""
+    found: list[Job] = []
+    seen: set[tuple[int, int]] = set()  # the folders being read, root to here
+
+    def visit(folder: Path, rel: Path) -> None:
+        st = folder.stat()
+        me = (st.st_dev, st.st_ino)
+        if me in seen:  # a link back to a folder we are inside
+            found.append(Job(str(folder), rel, "symlink loop: the link leads back to a folder above it"))
+            return
+        seen.add(me)
+        try:
+            _visit_entries(folder, rel)
+        finally:
+            seen.discard(me)
+
+    def _visit_entries(folder: Path, rel: Path) -> None:
+        try:
+            entries = sorted(os.scandir(folder), key=lambda e: e.name)
+        except OSError as e:
+            found.append(Job(str(folder), rel, f"cannot list the folder ({e.strerror})"))
+            return
+        for e in entries:
+            path, sub = Path(e.path), rel / e.name
+            try:
+                is_dir, is_file = e.is_dir(), e.is_file()
+                if e.is_symlink():
+                    os.stat(e.path)  # raises for a loop or a dangling link
+            except OSError as err:
+                found.append(Job(str(path), sub, f"cannot follow the link ({err.strerror or err})"))
+                continue
+            if is_dir:
+                visit(path, sub)
+            elif is_file and path.suffix.lower() in suffixes:
+                found.append(Job(str(path), sub))
+
+    visit(root, Path())
+    return found
 
 
 def output_path(job: Job, out: str | None, out_dir: str | None, suffix: str) -> Path | None:
@@ -71,15 +116,24 @@ def output_path(job: Job, out: str | None, out_dir: str | None, suffix: str) -> 
     return Path(job.src).with_suffix(suffix)
 
 
-def image_jobs(inputs: tuple[str, ...], out: str | None) -> list[Job]:
+def image_jobs(inputs: tuple[str, ...], out: str | None, out_dir: str | None) -> list[Job]:
     """Picture inputs (files, folders, '-' for a list of paths); -o needs exactly one."""
     from icmcodec.imageio import IMAGE_SUFFIXES
 
     jobs = collect(inputs, tuple(IMAGE_SUFFIXES), stdin_is_list=True)
     if out and len(jobs) != 1:
         _fail(f"-o names one output but there are {len(jobs)} inputs; use --out-dir")
+    check_out(out, out_dir)
     _quiet_torch_warnings()
     return jobs
+
+
+def check_out(out: str | None, out_dir: str | None) -> None:
+    """Usage errors about the output arguments, before any work."""
+    if out and out != "-" and Path(out).is_dir():
+        _fail(f"-o {out} is a folder; use --out-dir for a folder")
+    if out_dir and Path(out_dir).exists() and not Path(out_dir).is_dir():
+        _fail(f"--out-dir {out_dir} is a file, not a folder")
 
 
 def output_files(job: Job, out: str | None, out_dir: str | None, files: dict[str, bytes],
@@ -131,9 +185,13 @@ def run_batch(jobs: list[Job], label: str, work) -> int:
     t0 = time.time()
     for job in jobs:
         try:
+            if job.error:
+                raise InputError(job.error)
             notes.append(work(job))
         except InputError as e:
             failed.append((job.src, str(e), True))
+        except MemoryError:
+            failed.append((job.src, "not enough memory for this picture", True))
         except KeyboardInterrupt:
             progress.close()
             click.echo("icm: interrupted", err=True)
@@ -155,16 +213,51 @@ def run_batch(jobs: list[Job], label: str, work) -> int:
     return EXIT_PARTIAL
 
 
-def write_output(path: Path | None, data: bytes, src: str) -> None:
-    if path is None:
-        sys.stdout.buffer.write(data)
-        sys.stdout.buffer.flush()
-        return
-    if src != "-" and path.exists() and os.path.samefile(path, src):
-        raise InputError(f"output {path} would overwrite the input")
-    from icmcodec.imageio import atomic_write
+class Outputs:
+    """Every output path of a batch, checked before anything of a job is written.
 
-    atomic_write(path, data)
+    A job's files are all refused, and none written, if one of them would replace an
+    input of the batch, a file this batch already wrote (two inputs mapped to one
+    name: ``a.png`` and ``a.jpg``, or ``x/p.png`` and ``y/p.png`` under one
+    ``--out-dir``), or a folder; or if two of its own files share a name."""
+
+    def __init__(self, jobs: list[Job]):
+        self.inputs = {_key(Path(j.src)): j.src for j in jobs if j.src != "-" and not j.error}
+        self.written: dict[str, str] = {}
+
+    def write(self, job: Job, placed: list[tuple[Path | None, bytes]]) -> None:
+        keys = []
+        for dst, _ in placed:
+            if dst is None:
+                continue
+            k = _key(dst)
+            if k in self.inputs:
+                raise InputError(f"output {dst} would overwrite the input {self.inputs[k]}")
+            if k in self.written:
+                raise InputError(f"output {dst} was already written for {self.written[k]} in this batch "
+                                 "(two inputs map to one output name)")
+            if dst.is_dir():
+                raise InputError(f"output {dst} is a folder")
+            if k in keys:
+                raise InputError(f"two outputs of this input are both named {dst}")
+            keys.append(k)
+        from icmcodec.imageio import atomic_write
+
+        for dst, blob in placed:
+            if dst is None:
+                sys.stdout.buffer.write(blob)
+                sys.stdout.buffer.flush()
+                continue
+            try:
+                atomic_write(dst, blob)
+            except OSError as e:
+                raise InputError(f"cannot write {dst} ({e.strerror or e})") from None
+            self.written[_key(dst)] = job.src
+
+
+def _key(path: Path) -> str:
+    """One spelling per file: absolute, links resolved (also for files not there yet)."""
+    return os.path.normcase(str(path.resolve()))
 
 
 def _quiet_torch_warnings() -> None:
@@ -233,7 +326,8 @@ def encode(inputs, out, out_dir, task, quality, model, method, task_model, devic
         _fail(f"method {spec.name} does not code task {task}")
     if task_model and task == "recon":
         _fail("--task-model is for machine tasks, not recon")
-    jobs = image_jobs(inputs, out)
+    jobs = image_jobs(inputs, out, out_dir)
+    outputs = Outputs(jobs)
     from icmcodec import pipeline
     from icmcodec.imageio import ImageInputError, load_rgb
 
@@ -257,7 +351,7 @@ def encode(inputs, out, out_dir, task, quality, model, method, task_model, devic
             data = pipeline.encode_image(rgb, task=task, quality=quality, codec=codec, tasknet=tasknet)
         except pipeline.UsageError as e:
             raise InputError(str(e)) from None
-        write_output(dst, data, job.src)
+        outputs.write(job, [(dst, data)])
         h, w = rgb.shape[:2]
         return (f"{job.src} -> {dst or 'stdout'}: {len(data)} bytes, {8 * len(data) / (h * w):.4f} bpp, "
                 f"{w}x{h}, {time.time() - t0:.2f} s")
@@ -295,6 +389,8 @@ def decode(inputs, out, out_dir, device):
     jobs = collect(inputs, (".icm",), stdin_is_list=False)
     if out and len(jobs) != 1:
         _fail(f"-o names one output but there are {len(jobs)} inputs; use --out-dir")
+    check_out(out, out_dir)
+    outputs = Outputs(jobs)
     _quiet_torch_warnings()
     from icmcodec import pipeline
     from icmcodec.entropy import CorruptStreamError
@@ -312,8 +408,7 @@ def decode(inputs, out, out_dir, device):
         except (bitstream.BitstreamError, CorruptStreamError, pipeline.UsageError) as e:
             raise InputError(str(e)) from None
         placed = output_files(job, out, out_dir, res.files(), res.task)
-        for dst, blob in placed:
-            write_output(dst, blob, job.src)
+        outputs.write(job, placed)
         return (f"{job.src} -> {placed[0][0] or 'stdout'}: {res.task}, {res.bpp:.4f} bpp, {time.time() - t0:.2f} s "
                 f"(model load {t0 - t_load:.2f} s)")
 
@@ -343,7 +438,8 @@ def analyze(inputs, task, out, out_dir, model, batch, device):
     """
     if out and out_dir:
         _fail("give -o or --out-dir, not both")
-    jobs = image_jobs(inputs, out)
+    jobs = image_jobs(inputs, out, out_dir)
+    outputs = Outputs(jobs)
     from icmcodec import pipeline
     from icmcodec.imageio import ImageInputError, load_rgb
 
@@ -375,8 +471,7 @@ def analyze(inputs, task, out, out_dir, model, batch, device):
         if isinstance(res, InputError):
             raise res
         placed = output_files(job, out, out_dir, net.write(res), task)
-        for dst, blob in placed:
-            write_output(dst, blob, job.src)
+        outputs.write(job, placed)
         return f"{job.src} -> {placed[0][0] or 'stdout'}: {task}"
 
     sys.exit(run_batch(jobs, "analyze", work))

@@ -8,15 +8,22 @@ file encoded anywhere decodes to the same symbols anywhere.
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
+from fractions import Fraction
+
 import numpy as np
 import torch
-import torch.nn.functional as F
 
+from bitstream import coded_size
 from icmcodec.entropy import IntTables, TableCoder
-from icmcodec.exact import ACT_FRAC, EXTRAPOLATE_LEVELS, ExactHyperSynthesis, entropy_params, quality_log2_gain
+from icmcodec.exact import ACT_FRAC, ACT_LIMIT, EXTRAPOLATE_LEVELS, ExactHyperSynthesis, entropy_params, quality_log2_gain
+from icmcodec.tiling import run_tiled
 from icmcodec.transforms import HyperpriorConfig, build_transforms
 
-PAD = 64  # g_a down-samples by 16, h_a by 4 more
+PAD = 64  # g_a down-samples by 16, h_a by 4 more: bitstream.PAD_UNIT
+# z symbols beyond this saturate the exact path's activation limit anyway; clamping them
+# first keeps ``z * 2**ACT_FRAC`` inside int64 for any file (the same rule on both sides)
+Z_SYMBOL_LIMIT = 1 << 20
 
 
 class ModelMismatchError(ValueError):
@@ -24,14 +31,31 @@ class ModelMismatchError(ValueError):
 
 
 def padded_size(h: int, w: int) -> tuple[int, int]:
-    return h + (-h) % PAD, w + (-w) % PAD
+    return coded_size(h, w)
+
+
+@dataclass(frozen=True)
+class Tiling:
+    """Tile sizes of the four transforms (see :mod:`icmcodec.tiling`), in each one's
+    input units. The halos cover each transform's receptive field with room to spare:
+    g_a (four 5x5 stride-2 convs) reaches 30 pixels, h_a 7 latents, the exact h_s
+    (three 3x3 convs around two 2x up-samplings) under 2 hyper-latents, g_s (four 5x5
+    stride-2 transposed convs) under 2 latents. Pictures up to ``analysis`` pixels a
+    side (1024: every validation photo) run in one tile, exactly as before tiling."""
+
+    analysis: int = 1024  # pixels; halo 32
+    hyper_analysis: int = 64  # latents; halo 8
+    hyper_synthesis: int = 16  # hyper-latents; halo 2
+    synthesis: int = 48  # latents (768 pixels); halo 4
 
 
 class HyperpriorCodec:
     """Inference-time gained mean-scale hyperprior with an exact entropy-parameter path."""
 
-    def __init__(self, config: dict, state: dict[str, np.ndarray], model_hash: bytes, device="cpu"):
+    def __init__(self, config: dict, state: dict[str, np.ndarray], model_hash: bytes, device="cpu",
+                 tiling: Tiling | None = None):
         self.config = config
+        self.tiling = tiling or Tiling()
         self.arch = HyperpriorConfig.from_dict(config["arch"])
         self.model_hash = model_hash
         self.device = torch.device(device)
@@ -68,14 +92,74 @@ class HyperpriorCodec:
 
     # ---- the exact path, shared by encoder and decoder ---------------------------
     def _params(self, z_sym: np.ndarray, quality: float):
-        z_fp = torch.from_numpy(z_sym * (1 << ACT_FRAC) + self.z_median_fp[:, None, None])
-        mean_fp, ls_fp = self.h_s(z_fp)
+        """(scale index uint8, gained mean fixed-point, log2 gains) for every latent,
+        by the exact h_s run in tiles (integers: identical to one whole run)."""
         lg = quality_log2_gain(self.log2_gain_fp, quality)
-        idx, mean_g_fp = entropy_params(mean_fp, ls_fp, lg, self.pow2)
-        return idx, mean_g_fp, lg
+        z = np.clip(z_sym, -Z_SYMBOL_LIMIT, Z_SYMBOL_LIMIT)
+        c, hz, wz = z.shape
+        # gained means fit int32 unless a gain reaches 2**8 (|mean| <= ACT_LIMIT = 2**22)
+        wide = (ACT_LIMIT << max(int(lg.max()) >> ACT_FRAC, 0) + 1) >= (1 << 31)
+        idx = np.empty((self.arch.M, 4 * hz, 4 * wz), dtype=np.uint8)
+        mean_g = np.empty(idx.shape, dtype=np.int64 if wide else np.int32)
+
+        def hyper_synthesis(y0, y1, x0, x1):
+            z_fp = torch.from_numpy(z[:, y0:y1, x0:x1] * (1 << ACT_FRAC) + self.z_median_fp[:, None, None])
+            return torch.stack(self.h_s(z_fp))
+
+        def put(oy0, oy1, ox0, ox1, part):
+            i, m = entropy_params(part[0], part[1], lg, self.pow2)
+            idx[:, oy0:oy1, ox0:ox1] = i
+            mean_g[:, oy0:oy1, ox0:ox1] = m
+
+        t = self.tiling.hyper_synthesis
+        run_tiled(hyper_synthesis, hz, wz, scale=4, tile=t, halo=2, put=put)
+        return idx, mean_g, lg
 
     def _z_index(self, shape) -> np.ndarray:
         return np.broadcast_to(np.arange(shape[0])[:, None, None], shape)
+
+    # ---- the float transforms, in tiles ------------------------------------------
+    def _analysis(self, rgb_padded: np.ndarray) -> np.ndarray:
+        """Padded H x W x 3 uint8 -> y, M x H/16 x W/16 float32 (g_a in tiles)."""
+        ph, pw = rgb_padded.shape[:2]
+        y = np.empty((self.arch.M, ph // 16, pw // 16), dtype=np.float32)
+
+        def g_a(y0, y1, x0, x1):
+            x = torch.from_numpy(np.ascontiguousarray(rgb_padded[y0:y1, x0:x1])).permute(2, 0, 1)[None]
+            return self.g_a(x.float().div(255).to(self.device))[0].cpu().numpy()
+
+        return run_tiled(g_a, ph, pw, scale=Fraction(1, 16), tile=self.tiling.analysis, halo=32, align=16, out=y)
+
+    def _hyper_analysis(self, y: np.ndarray) -> np.ndarray:
+        """y -> z, Nz x H/64 x W/64 float64 (h_a in tiles)."""
+        _, hy, wy = y.shape
+        z = np.empty((self.arch.Nz, hy // 4, wy // 4), dtype=np.float64)
+
+        def h_a(y0, y1, x0, x1):
+            return self.h_a(torch.from_numpy(y[:, y0:y1, x0:x1])[None].to(self.device))[0].double().cpu().numpy()
+
+        return run_tiled(h_a, hy, wy, scale=Fraction(1, 4), tile=self.tiling.hyper_analysis, halo=8, align=4, out=z)
+
+    def _synthesis(self, y_sym, mean_g_fp, lg, size) -> np.ndarray:
+        """Symbols -> H x W x 3 uint8 picture (g_s in tiles, cropped to ``size``)."""
+        h, w = size
+        gain = np.exp2(lg / (1 << ACT_FRAC))[:, None, None]
+        rgb = np.empty((h, w, 3), dtype=np.uint8)
+
+        def g_s(y0, y1, x0, x1):
+            y_hat = (y_sym[:, y0:y1, x0:x1] + mean_g_fp[:, y0:y1, x0:x1] / (1 << ACT_FRAC)) / gain
+            x_hat = self.g_s(torch.from_numpy(y_hat.astype(np.float32))[None].to(self.device))[0]
+            # a forged file can drive the float synthesis to inf/NaN: keep the picture defined
+            x_hat = torch.nan_to_num(x_hat, nan=0.0).clamp(0, 1)
+            return (x_hat * 255).round().byte().cpu().numpy()
+
+        def put(oy0, oy1, ox0, ox1, part):
+            if oy0 < h and ox0 < w:
+                rgb[oy0:min(oy1, h), ox0:min(ox1, w)] = part[:, :h - oy0, :w - ox0].transpose(1, 2, 0)
+
+        _, hy, wy = y_sym.shape
+        run_tiled(g_s, hy, wy, scale=16, tile=self.tiling.synthesis, halo=4, put=put)
+        return rgb
 
     # ---- encode / decode ----------------------------------------------------------
     @torch.no_grad()
@@ -83,15 +167,15 @@ class HyperpriorCodec:
         """H x W x 3 uint8 -> dict(coded size, chunks z/y, symbols for tests)."""
         h, w = rgb.shape[:2]
         ph, pw = padded_size(h, w)
-        x = torch.from_numpy(np.array(rgb, dtype=np.uint8, copy=True)).permute(2, 0, 1)[None].float().div(255).to(self.device)
-        x = F.pad(x, (0, pw - w, 0, ph - h), mode="replicate")
-        y = self.g_a(x)
-        z = self.h_a(y)[0].double().cpu().numpy()
+        # edge replication: the padding the decoder crops away again
+        y = self._analysis(np.pad(rgb, ((0, ph - h), (0, pw - w), (0, 0)), mode="edge"))
+        z = self._hyper_analysis(y)
         z_sym = np.rint(z - self.z_median_fp[:, None, None] / (1 << ACT_FRAC)).astype(np.int64)
         idx, mean_g_fp, lg = self._params(z_sym, quality)
-        gain = np.exp2(lg / (1 << ACT_FRAC))[:, None, None]
-        yg = y[0].double().cpu().numpy() * gain
-        y_sym = np.rint(yg - mean_g_fp / (1 << ACT_FRAC)).astype(np.int64)
+        gain = np.exp2(lg / (1 << ACT_FRAC))
+        y_sym = np.empty(y.shape, dtype=np.int64)
+        for c in range(y.shape[0]):  # a channel at a time: no float64 copy of the whole latent
+            y_sym[c] = np.rint(y[c].astype(np.float64) * gain[c] - mean_g_fp[c] / (1 << ACT_FRAC))
         return {
             "coded_size": (ph, pw),
             "z": self.z_coder.encode(z_sym, self._z_index(z_sym.shape)),
@@ -114,8 +198,4 @@ class HyperpriorCodec:
     def decode(self, z_bytes: bytes, y_bytes: bytes, coded_size, size, quality: float) -> np.ndarray:
         """Chunks -> H x W x 3 uint8 reconstruction."""
         _, y_sym, mean_g_fp, lg = self.decode_symbols(z_bytes, y_bytes, coded_size, quality)
-        gain = np.exp2(lg / (1 << ACT_FRAC))[:, None, None]
-        y_hat = (y_sym + mean_g_fp / (1 << ACT_FRAC)) / gain
-        y_t = torch.from_numpy(y_hat.astype(np.float32))[None].to(self.device)
-        x_hat = self.g_s(y_t)[0, :, : size[0], : size[1]].clamp(0, 1)
-        return (x_hat * 255).round().byte().permute(1, 2, 0).cpu().numpy()
+        return self._synthesis(y_sym, mean_g_fp, lg, size)

@@ -156,6 +156,9 @@ def decode_bytes(data: bytes, *, device: str = "auto", codec=None, tasknet=None)
         codec = codec_for(hd, device)
     elif codec.model_hash != hd.model_hash:
         raise UsageError("the file was made with another model than the one given")
+    lo, hi = codec.quality_range
+    if not lo <= hd.quality <= hi:
+        raise bitstream.LimitError(f"quality {hd.quality:g} is outside the range {lo:g}..{hi:g} of the model it names")
     z, y = c.get(ChunkType.HYPER), c.get(ChunkType.LATENT)
     if len(z) != 1 or len(y) != 1:
         raise bitstream.LengthError("expected one hyper and one latent chunk")

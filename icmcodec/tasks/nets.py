@@ -8,7 +8,8 @@
 * ``ClsHead``: global average pooling of the last stage, LayerNorm, linear.
 
 ``TaskNet`` takes RGB in [0, 1] (N x 3 x H x W, any H and W) and returns logits at
-the input resolution (dense) or per image (global). The ImageNet normalisation lives
+the input resolution (dense) or per image (global). The input normalisation of the
+backbone's pre-training (``mean``/``std``, recorded in the task network's config) lives
 inside the network, so callers never have to know it.
 """
 from __future__ import annotations
@@ -17,7 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from icmcodec.tasks.backbone import MEAN, STD, create_backbone
+from icmcodec.tasks.backbone import create_backbone, input_stats
 
 
 class DenseHead(nn.Module):
@@ -59,15 +60,17 @@ class ClsHead(nn.Module):
 
 class TaskNet(nn.Module):
     def __init__(self, kind: str, out_channels: int, backbone: str = "icm_pvt_nano", backbone_weights=None,
-                 head: dict | None = None, drop_path_rate: float = 0.0, backbone_args: dict | None = None):
+                 head: dict | None = None, drop_path_rate: float = 0.0, backbone_args: dict | None = None,
+                 mean=None, std=None):
         super().__init__()
         self.backbone = create_backbone(backbone, backbone_weights, drop_path_rate=drop_path_rate,
                                         **(backbone_args or {}))
         chans = self.backbone.feature_info.channels()
         head = dict(head or {})
         self.head = DenseHead(chans, out_channels, **head) if kind == "dense" else ClsHead(chans, out_channels, **head)
-        self.register_buffer("mean", torch.tensor(MEAN).view(1, 3, 1, 1), persistent=False)
-        self.register_buffer("std", torch.tensor(STD).view(1, 3, 1, 1), persistent=False)
+        dm, ds = input_stats(backbone)
+        self.register_buffer("mean", torch.tensor(mean or dm).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("std", torch.tensor(std or ds).view(1, 3, 1, 1), persistent=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         xn = (x - self.mean) / self.std

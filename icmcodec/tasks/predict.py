@@ -109,8 +109,10 @@ class TaskModel:
 def build_net(config: dict, drop_path_rate: float = 0.0, backbone_weights=None) -> TaskNet:
     spec = task(config["task"])
     out = spec.out_channels or len(config["labels"])
+    inp = config.get("input", {})
     return TaskNet(spec.kind, out, config.get("backbone", "icm_pvt_nano"), backbone_weights,
-                   head=config.get("head"), drop_path_rate=drop_path_rate, backbone_args=config.get("backbone_args"))
+                   head=config.get("head"), drop_path_rate=drop_path_rate, backbone_args=config.get("backbone_args"),
+                   mean=inp.get("mean"), std=inp.get("std"))
 
 
 def save_tasknet(state: dict, config: dict, folder: str | Path) -> None:

@@ -42,6 +42,18 @@ DEFAULTS = {
     "boundary": dict(crop=256, batch=8, lr=6e-4, steps=1000, input={"scale": 1.0}, head={"detail": True}),
 }
 FALLBACK = dict(crop=256, batch=8, lr=6e-4, steps=1000, input={"scale": 1.0})
+# With an ImageNet-pretrained backbone (EfficientNet-Lite): its native resolution, the
+# whole 2x..32x pyramid for boundaries (edges need the fine stages), full-resolution
+# dense inputs, and a backbone learning rate at a tenth of the head's so that a few
+# hundred labelled pictures adapt the features without washing them out.
+PRETRAINED_DEFAULTS = {
+    "cls": dict(crop=224, batch=32, lr=1e-3, steps=600, input={"resize_short": 256, "crop": 224},
+                backbone_lr=0.1, backbone_args={"out_indices": [1, 2, 3, 4]}),
+    "semseg": dict(crop=320, batch=8, lr=1e-3, steps=1500, input={"scale": 1.0}, backbone_lr=0.1,
+                   backbone_args={"out_indices": [1, 2, 3, 4]}, head={"dim": 128}),
+    "boundary": dict(crop=320, batch=8, lr=1e-3, steps=1500, input={"scale": 1.0}, backbone_lr=0.1,
+                     backbone_args={"out_indices": [0, 1, 2, 3, 4]}, head={"dim": 64, "detail": True}),
+}
 
 
 def dense_target(spec, label) -> np.ndarray:
@@ -151,7 +163,10 @@ def parse_args(argv=None):
     p.add_argument("--wd", type=float, default=0.05)
     p.add_argument("--drop-path", type=float, default=0.1)
     p.add_argument("--backbone", default="icm_pvt_nano", help="timm model name")
-    p.add_argument("--backbone-weights", help="local weights file for a real timm backbone")
+    p.add_argument("--backbone-weights",
+                   help="weights of the backbone: a local file for any timm backbone, 'registry' for an "
+                        "EfficientNet-Lite's package weights (its default), or 'none' (random)")
+    p.add_argument("--backbone-lr", type=float, help="backbone learning rate as a fraction of --lr")
     p.add_argument("--init", help="run checkpoint or task network folder whose backbone to start from")
     p.add_argument("--val-every", type=int, default=500)
     p.add_argument("--val-limit", type=int, default=None, help="score only the first N val samples")
@@ -164,16 +179,36 @@ def parse_args(argv=None):
     return p.parse_args(argv)
 
 
+def backbone_weights_arg(args) -> str | None:
+    """``--backbone-weights``: a file, ``registry`` (the default for EfficientNet-Lite) or ``none``."""
+    from icmcodec.tasks.pretrained import LITE
+
+    w = args.backbone_weights
+    if w is None:
+        return "registry" if args.backbone in LITE and not args.init else None
+    return None if w == "none" else w
+
+
 def config_for(args, spec, classes) -> dict:
-    d = dict(FALLBACK, **DEFAULTS.get(spec.name, {}))
-    for k in ("steps", "batch", "crop", "lr"):
-        if getattr(args, k) is not None:
+    from icmcodec.tasks.backbone import input_stats
+
+    pretrained = backbone_weights_arg(args) is not None
+    table = PRETRAINED_DEFAULTS if pretrained and spec.name in PRETRAINED_DEFAULTS else DEFAULTS
+    d = dict(FALLBACK, **table.get(spec.name, {}))
+    for k in ("steps", "batch", "crop", "lr", "backbone_lr"):
+        if getattr(args, k, None) is not None:
             d[k] = getattr(args, k)
-    return {"kind": "tasknet", "task": spec.name, "backbone": args.backbone, "head": d.get("head", {}),
-            "labels": list(classes) if classes else (list(spec.labels) if spec.labels else None),
-            "input": d["input"], "train": {k: d[k] for k in ("steps", "batch", "crop", "lr")} | {
-                "wd": args.wd, "drop_path": args.drop_path, "data": args.data, "seed": args.seed,
-                "init": args.init, "backbone_weights": args.backbone_weights}}
+    mean, std = input_stats(args.backbone)
+    config = {"kind": "tasknet", "task": spec.name, "backbone": args.backbone, "head": d.get("head", {}),
+              "labels": list(classes) if classes else (list(spec.labels) if spec.labels else None),
+              "input": dict(d["input"], mean=list(mean), std=list(std)),
+              "train": {k: d[k] for k in ("steps", "batch", "crop", "lr")} | {
+                  "backbone_lr": d.get("backbone_lr", 1.0), "wd": args.wd, "drop_path": args.drop_path,
+                  "data": args.data, "seed": args.seed, "init": args.init,
+                  "backbone_weights": backbone_weights_arg(args)}}
+    if d.get("backbone_args"):
+        config["backbone_args"] = d["backbone_args"]
+    return config
 
 
 def backbone_state(path: str) -> dict:
@@ -231,14 +266,16 @@ def main(argv=None) -> None:
     tr = config["train"]
     run.mkdir(parents=True, exist_ok=True)
     (run / "train_config.json").write_text(json.dumps(config, indent=1) + "\n")
-    net = build_net(config, tr["drop_path"], None if ck else args.backbone_weights)
+    net = build_net(config, tr["drop_path"], None if ck else tr.get("backbone_weights"))
     if args.init and not ck:
         missing, unexpected = net.backbone.load_state_dict(backbone_state(args.init), strict=False)
         print(f"backbone from {args.init} ({len(missing)} missing, {len(unexpected)} unexpected keys)", file=sys.stderr)
-    decay = [p for n, p in net.named_parameters() if p.dim() > 1]
-    no_decay = [p for n, p in net.named_parameters() if p.dim() <= 1]
-    opt = torch.optim.AdamW([{"params": decay, "weight_decay": args.wd}, {"params": no_decay, "weight_decay": 0}],
-                            lr=tr["lr"])
+    groups = []
+    for part, mult in ((net.backbone, tr.get("backbone_lr", 1.0)), (net.head, 1.0)):
+        ps = list(part.parameters())
+        groups += [{"params": [p for p in ps if p.dim() > 1], "weight_decay": args.wd, "lr_mult": mult},
+                   {"params": [p for p in ps if p.dim() <= 1], "weight_decay": 0.0, "lr_mult": mult}]
+    opt = torch.optim.AdamW(groups, lr=tr["lr"])
     step = 0
     if ck:
         net.load_state_dict(ck["net"])
@@ -255,7 +292,7 @@ def main(argv=None) -> None:
     net.train()
     while step < total:
         for g in opt.param_groups:
-            g["lr"] = lr_at(step, total, tr["lr"], warmup)
+            g["lr"] = lr_at(step, total, tr["lr"], warmup) * g.get("lr_mult", 1.0)
         x, y = sampler.batch(tr["batch"])
         loss = spec.loss(net(x), y)
         opt.zero_grad(set_to_none=True)
@@ -265,9 +302,9 @@ def main(argv=None) -> None:
         step += 1
         losses.append(loss.item())
         if step % 20 == 0 or step == total:
-            logw.writerow([step, f"{opt.param_groups[0]['lr']:.3g}", f"{np.mean(losses):.4f}", f"{time.time() - t0:.0f}"])
+            logw.writerow([step, f"{opt.param_groups[-1]['lr']:.3g}", f"{np.mean(losses):.4f}", f"{time.time() - t0:.0f}"])
             log.flush()
-            print(f"step {step}/{total} loss {np.mean(losses):.4f} lr {opt.param_groups[0]['lr']:.2e} "
+            print(f"step {step}/{total} loss {np.mean(losses):.4f} lr {opt.param_groups[-1]['lr']:.2e} "
                   f"({time.time() - t0:.0f}s)", file=sys.stderr, flush=True)
             losses = []
         if step % args.val_every == 0 or step == total:
