@@ -17,7 +17,7 @@ import torch
 from bitstream import coded_size
 from icmcodec.entropy import IntTables, TableCoder
 from icmcodec.exact import ACT_FRAC, ACT_LIMIT, EXTRAPOLATE_LEVELS, ExactHyperSynthesis, entropy_params, quality_log2_gain
-from icmcodec.tiling import run_tiled
+from icmcodec.tiling import run_stack_tiled, run_tiled
 from icmcodec.transforms import HyperpriorConfig, build_transforms
 
 PAD = 64  # g_a down-samples by 16, h_a by 4 more: bitstream.PAD_UNIT
@@ -37,16 +37,19 @@ def padded_size(h: int, w: int) -> tuple[int, int]:
 @dataclass(frozen=True)
 class Tiling:
     """Tile sizes of the four transforms (see :mod:`icmcodec.tiling`), in each one's
-    input units. The halos cover each transform's receptive field with room to spare:
-    g_a (four 5x5 stride-2 convs) reaches 30 pixels, h_a 7 latents, the exact h_s
-    (three 3x3 convs around two 2x up-samplings) under 2 hyper-latents, g_s (four 5x5
-    stride-2 transposed convs) under 2 latents. Pictures up to ``analysis`` pixels a
-    side (1024: every validation photo) run in one tile, exactly as before tiling."""
+    input units. The halos cover each transform's receptive field: g_a (four 5x5
+    stride-2 convs) reaches 30 pixels, h_a 7 latents, the exact h_s (three 3x3 convs
+    around two 2x up-samplings) under 2 hyper-latents, g_s (four 5x5 stride-2 transposed
+    convs) under 2 latents. g_a and g_s also crop between layers
+    (:func:`icmcodec.tiling.run_stack`), so their costly full-resolution layers compute
+    little more than the picture. The sizes were measured on a 3840x2160 picture
+    (``benchmarks/hostile.py``): peak memory per tile against overlap. Pictures up to
+    1024 pixels a side (every validation photo) run in one tile, as before tiling."""
 
     analysis: int = 1024  # pixels; halo 32
-    hyper_analysis: int = 64  # latents; halo 8
-    hyper_synthesis: int = 16  # hyper-latents; halo 2
-    synthesis: int = 48  # latents (768 pixels); halo 4
+    hyper_analysis: int = 256  # latents (4096 pixels); halo 8
+    hyper_synthesis: int = 40  # hyper-latents (2560 pixels); halo 2
+    synthesis: int = 48  # latents (768 pixels); halo 2
 
 
 class HyperpriorCodec:
@@ -119,17 +122,24 @@ class HyperpriorCodec:
         return np.broadcast_to(np.arange(shape[0])[:, None, None], shape)
 
     # ---- the float transforms, in tiles ------------------------------------------
+    @torch.no_grad()
     def _analysis(self, rgb_padded: np.ndarray) -> np.ndarray:
         """Padded H x W x 3 uint8 -> y, M x H/16 x W/16 float32 (g_a in tiles)."""
         ph, pw = rgb_padded.shape[:2]
         y = np.empty((self.arch.M, ph // 16, pw // 16), dtype=np.float32)
 
-        def g_a(y0, y1, x0, x1):
+        def tile(y0, y1, x0, x1):
             x = torch.from_numpy(np.ascontiguousarray(rgb_padded[y0:y1, x0:x1])).permute(2, 0, 1)[None]
-            return self.g_a(x.float().div(255).to(self.device))[0].cpu().numpy()
+            return x.float().div(255).to(self.device)
 
-        return run_tiled(g_a, ph, pw, scale=Fraction(1, 16), tile=self.tiling.analysis, halo=32, align=16, out=y)
+        def put(oy0, oy1, ox0, ox1, part):
+            y[:, oy0:oy1, ox0:ox1] = part[0].cpu().numpy()
 
+        run_stack_tiled(list(self.g_a), tile, ph, pw, scale=Fraction(1, 16), tile=self.tiling.analysis, halo=32,
+                        align=16, put=put)
+        return y
+
+    @torch.no_grad()
     def _hyper_analysis(self, y: np.ndarray) -> np.ndarray:
         """y -> z, Nz x H/64 x W/64 float64 (h_a in tiles)."""
         _, hy, wy = y.shape
@@ -140,25 +150,25 @@ class HyperpriorCodec:
 
         return run_tiled(h_a, hy, wy, scale=Fraction(1, 4), tile=self.tiling.hyper_analysis, halo=8, align=4, out=z)
 
+    @torch.no_grad()
     def _synthesis(self, y_sym, mean_g_fp, lg, size) -> np.ndarray:
         """Symbols -> H x W x 3 uint8 picture (g_s in tiles, cropped to ``size``)."""
         h, w = size
         gain = np.exp2(lg / (1 << ACT_FRAC))[:, None, None]
         rgb = np.empty((h, w, 3), dtype=np.uint8)
 
-        def g_s(y0, y1, x0, x1):
+        def tile(y0, y1, x0, x1):
             y_hat = (y_sym[:, y0:y1, x0:x1] + mean_g_fp[:, y0:y1, x0:x1] / (1 << ACT_FRAC)) / gain
-            x_hat = self.g_s(torch.from_numpy(y_hat.astype(np.float32))[None].to(self.device))[0]
-            # a forged file can drive the float synthesis to inf/NaN: keep the picture defined
-            x_hat = torch.nan_to_num(x_hat, nan=0.0).clamp(0, 1)
-            return (x_hat * 255).round().byte().cpu().numpy()
+            return torch.from_numpy(y_hat.astype(np.float32))[None].to(self.device)
 
         def put(oy0, oy1, ox0, ox1, part):
             if oy0 < h and ox0 < w:
-                rgb[oy0:min(oy1, h), ox0:min(ox1, w)] = part[:, :h - oy0, :w - ox0].transpose(1, 2, 0)
+                # a forged file can drive the float synthesis to inf/NaN: keep the picture defined
+                x_hat = torch.nan_to_num(part[0, :, :h - oy0, :w - ox0], nan=0.0).clamp(0, 1)
+                rgb[oy0:min(oy1, h), ox0:min(ox1, w)] = (x_hat * 255).round().byte().permute(1, 2, 0).cpu().numpy()
 
         _, hy, wy = y_sym.shape
-        run_tiled(g_s, hy, wy, scale=16, tile=self.tiling.synthesis, halo=4, put=put)
+        run_stack_tiled(list(self.g_s), tile, hy, wy, scale=16, tile=self.tiling.synthesis, halo=2, put=put)
         return rgb
 
     # ---- encode / decode ----------------------------------------------------------

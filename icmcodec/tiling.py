@@ -21,6 +21,7 @@ its transforms through this one executor.
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
 from fractions import Fraction
 from typing import Callable, Iterator
 
@@ -35,8 +36,12 @@ def tiles(size: int, tile: int, halo: int, align: int) -> Iterator[tuple[int, in
     if size <= tile:
         yield 0, size, 0, size
         return
-    for k0 in range(0, size, tile):
-        k1 = min(size, k0 + tile)
+    # as few tiles as ``tile`` allows, of nearly equal size: no thin last tile whose
+    # halo would cost more than its content
+    n = -(-size // tile)
+    units = size // align
+    edges = [align * (units * i // n) for i in range(n + 1)]
+    for k0, k1 in zip(edges, edges[1:]):
         yield max(0, k0 - halo), min(size, k1 + halo), k0, k1
 
 
@@ -65,4 +70,114 @@ def run_tiled(fn: Callable, height: int, width: int, *, scale, tile: int, halo: 
             else:
                 out[..., o(ky0):o(ky1), o(kx0):o(kx1)] = part
             del res, part
+    return out
+
+
+# ---- conv stacks: crop between layers ---------------------------------------------
+# With one halo for a whole stack, every layer computes the halo the *first* layer
+# needs; the costly high-resolution layers of a synthesis then do up to a third more
+# work than the picture. A conv stack can do better: walking back from the output a
+# tile owns, each layer needs only its own receptive field of input, so after each
+# layer the tile is cropped to what the rest of the stack will read.
+
+@dataclass(frozen=True)
+class Geometry:
+    """How one layer maps positions along an axis: ``conv`` (stride, kernel, padding),
+    ``deconv`` (transposed: stride, kernel, padding; output = stride x input), or
+    ``point`` (pointwise: GDN, activations)."""
+
+    kind: str
+    stride: int = 1
+    kernel: int = 1
+    padding: int = 0
+
+    def needed(self, a: int, b: int) -> tuple[int, int]:
+        """Input span that outputs ``[a, b)`` read (may reach past the picture)."""
+        s, k, p = self.stride, self.kernel, self.padding
+        if self.kind == "conv":
+            return a * s - p, (b - 1) * s - p + k
+        if self.kind == "deconv":
+            return -((k - 1 - p - a) // s), (b - 1 + p) // s + 1  # ceil((a+p-k+1)/s), floor + 1
+        return a, b
+
+    def out_span(self, c0: int, c1: int) -> tuple[int, int]:
+        """Output span of the array a layer produces from input span ``[c0, c1)``."""
+        s, k, p = self.stride, self.kernel, self.padding
+        if self.kind == "conv":
+            if c0 % s:
+                raise ValueError("a strided conv's input must start on its grid")
+            return c0 // s, c0 // s + (c1 - c0 + 2 * p - k) // s + 1
+        if self.kind == "deconv":
+            return c0 * s, c1 * s
+        return c0, c1
+
+
+def geometry_of(module) -> Geometry:
+    import torch.nn as nn
+
+    if isinstance(module, nn.ConvTranspose2d):
+        if module.output_padding[0] != module.stride[0] - 1:
+            raise ValueError("only transposed convs whose output is stride x input are supported")
+        return Geometry("deconv", module.stride[0], module.kernel_size[0], module.padding[0])
+    if isinstance(module, nn.Conv2d):
+        return Geometry("conv", module.stride[0], module.kernel_size[0], module.padding[0])
+    return Geometry("point")
+
+
+def run_stack(layers, x, span_y: tuple[int, int], span_x: tuple[int, int], want_y: tuple[int, int],
+              want_x: tuple[int, int], sizes: list[tuple[int, int]]):
+    """Run ``layers`` (modules with their :class:`Geometry`) on ``x`` (N x C x h x w,
+    covering the input spans ``span_y``/``span_x`` of the picture) and return the
+    output for the spans ``want_y``/``want_x``, cropping after every layer to what the
+    remaining layers read. ``sizes[i]`` is the whole picture's (H, W) at the input of
+    layer ``i`` and ``sizes[-1]`` at the output: reads past the picture are the zero
+    padding the whole-picture run applies there too, so they are not needed."""
+    geos = [geometry_of(m) for m in layers]
+    need = [None] * (len(layers) + 1)
+    need[-1] = (want_y, want_x)
+    for i in range(len(layers) - 1, -1, -1):
+        (ya, yb), (xa, xb) = need[i + 1]
+        (ya, yb), (xa, xb) = geos[i].needed(ya, yb), geos[i].needed(xa, xb)
+        h, w = sizes[i]
+        need[i] = ((max(ya, 0), min(yb, h)), (max(xa, 0), min(xb, w)))
+    cy, cx = span_y, span_x
+    for i, (layer, geo) in enumerate(zip(layers, geos)):
+        (ya, yb), (xa, xb) = need[i]
+        if ya < cy[0] or yb > cy[1] or xa < cx[0] or xb > cx[1]:
+            raise ValueError("the tile's halo is smaller than the stack's receptive field")
+        if geo.kind == "conv" and geo.stride > 1:  # keep strided layers on their grid
+            ya, xa = ya - ya % geo.stride, xa - xa % geo.stride
+        x = x[..., ya - cy[0]:yb - cy[0], xa - cx[0]:xb - cx[0]]
+        cy, cx = geo.out_span(ya, yb), geo.out_span(xa, xb)
+        x = layer(x)
+    (ya, yb), (xa, xb) = want_y, want_x
+    return x[..., ya - cy[0]:yb - cy[0], xa - cx[0]:xb - cx[0]]
+
+
+def stack_sizes(layers, height: int, width: int) -> list[tuple[int, int]]:
+    """The whole picture's size at the input of every layer and at the output."""
+    sizes = [(height, width)]
+    for m in layers:
+        g = geometry_of(m)
+        sizes.append((g.out_span(0, sizes[-1][0])[1], g.out_span(0, sizes[-1][1])[1]))
+    return sizes
+
+
+def run_stack_tiled(layers, get_input: Callable, height: int, width: int, *, scale, tile: int, halo: int,
+                    align: int = 1, out: np.ndarray | None = None, put: Callable | None = None):
+    """:func:`run_tiled` for a conv stack, cropping between layers (:func:`run_stack`).
+
+    ``get_input(y0, y1, x0, x1)`` returns the input tile (N x C x h x w tensor);
+    outputs go to ``out`` or ``put`` as in :func:`run_tiled`."""
+    scale = Fraction(scale)
+    sizes = stack_sizes(layers, height, width)
+    for sy0, sy1, ky0, ky1 in tiles(height, tile, halo, align):
+        for sx0, sx1, kx0, kx1 in tiles(width, tile, halo, align):
+            wy, wx = (int(ky0 * scale), int(ky1 * scale)), (int(kx0 * scale), int(kx1 * scale))
+            part = run_stack(layers, get_input(sy0, sy1, sx0, sx1), (sy0, sy1), (sx0, sx1), wy, wx, sizes)
+            if put is not None:
+                put(wy[0], wy[1], wx[0], wx[1], part)
+            else:
+                out[..., wy[0]:wy[1], wx[0]:wx[1]] = part
+            del part
     return out
