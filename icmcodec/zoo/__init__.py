@@ -101,6 +101,12 @@ def find(name: str | None = None, *, task: str = "recon", model_hash: bytes | No
         for m in models:
             if m.hash() == model_hash:
                 return m
+        old = retired().get(model_hash.hex())
+        if old:
+            raise ModelNotFoundError(
+                f"the file was made for {what} {old['name']} ({model_hash.hex()[:12]}), which icm "
+                f"{old['retired_in']} no longer ships (its successor is {old['successor']}); decode it with an "
+                f"older icm, or add that {what}'s folder to ICM_MODEL_PATH")
         raise ModelNotFoundError(
             f"the file was made with {what} {model_hash.hex()}, which is not installed "
             "(add its folder to ICM_MODEL_PATH)"
@@ -122,6 +128,13 @@ def find(name: str | None = None, *, task: str = "recon", model_hash: bytes | No
         if m.config.get("task") == task:
             return m
     raise ModelNotFoundError(f"no {what} installed for task {task!r}")
+
+
+@lru_cache(maxsize=1)
+def retired() -> dict[str, dict]:
+    """Models that shipped once, by the hex hash files name them with (retired.json)."""
+    d = json.loads((Path(__file__).parent / "retired.json").read_text())
+    return {k: v for k, v in d.items() if not k.startswith("_")}
 
 
 def load_state(entry: ModelEntry) -> tuple[dict, dict[str, np.ndarray], bytes]:
