@@ -35,7 +35,7 @@ WORKER = r"""
 import sys, time, numpy as np
 from PIL import Image
 from icmcodec import pipeline, zoo
-from icmcodec.codec import HyperpriorCodec, Tiling
+from icmcodec.methods.hyperprior.codec import HyperpriorCodec, Tiling
 mode, tiled, src, dst, q = sys.argv[1], sys.argv[2] == "tiled", sys.argv[3], sys.argv[4], float(sys.argv[5])
 cfg, st, mh = zoo.load_state(zoo.find("hp-base"))
 codec = HyperpriorCodec(cfg, st, mh, "cpu", None if tiled else Tiling(10**6, 10**6, 10**6, 10**6))

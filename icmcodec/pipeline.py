@@ -18,7 +18,7 @@ from functools import lru_cache
 import numpy as np
 
 import bitstream
-from bitstream import ChunkType, CoderId, TaskTag
+from bitstream import CoderId
 from icmcodec import zoo
 from icmcodec.registry import METHODS, TASK_NAMES, method_by_id
 
@@ -47,10 +47,13 @@ def _load(path: str, device: str):
     return spec.build(config, state, mhash, device)
 
 
-def load_codec(model: str | None = None, *, model_hash: bytes | None = None, device: str = "auto"):
-    """The coding model (by name or folder, header hash, or the default). It is a
-    reconstruction codec for every task: machine tasks add a task network on top."""
-    entry = zoo.find(model, task="recon", model_hash=model_hash)
+def load_codec(model: str | None = None, *, method: str | None = None, model_hash: bytes | None = None,
+               device: str = "auto"):
+    """The coding model: by name or folder, by a header's hash, or the default (of
+    ``method``, if given). Machine tasks of a picture method add a task network on top."""
+    entry = zoo.find(model, task="recon", model_hash=model_hash, method=method)
+    if method is not None and entry.config.get("method") != method:
+        raise UsageError(f"model {entry.name} codes with {entry.config.get('method')}, not {method}")
     return _load(str(entry.path.resolve()), resolve_device(device))
 
 
@@ -100,69 +103,82 @@ def check_quality(codec, quality: float | None) -> float:
 
 
 def encode_image(rgb: np.ndarray, *, task: str = "recon", quality: float | None = None,
-                 model: str | None = None, device: str = "auto", codec=None, tasknet=None) -> bytes:
+                 model: str | None = None, method: str | None = None, device: str = "auto", codec=None,
+                 tasknet=None) -> bytes:
     """H x W x 3 uint8 RGB -> complete ``.icm`` file bytes.
 
-    For a machine task the header names the task network the decoder will run
-    (``tasknet``, default: the task's installed default)."""
+    The codec is ``codec``, else ``model``, else the default model of ``method`` (or of
+    the task's default method). For a machine task coded as a picture, the header
+    names the task network the decoder will run (``tasknet``, default: the task's
+    installed default)."""
     if task not in TASK_NAMES:
         raise UsageError(f"unknown task {task!r} (one of: {', '.join(TASK_NAMES)})")
+    if codec is None:
+        try:
+            codec = load_codec(model, method=method, device=device)
+        except zoo.ModelNotFoundError as e:
+            raise UsageError(str(e)) from None
+    spec = METHODS[codec.method]
+    if TASK_NAMES[task] not in spec.tasks:
+        raise UsageError(f"method {spec.name} does not code task {task}")
     adapter_hash = bytes(16)
-    if task != "recon":
+    if task != "recon" and codec.produces == "picture":
         if tasknet is None:
             tasknet = load_tasknet(task, device=device)
         adapter_hash = tasknet.hash
-    if codec is None:
-        try:
-            codec = load_codec(model, device=device)
-        except zoo.ModelNotFoundError as e:
-            raise UsageError(str(e)) from None
     q = check_quality(codec, quality)
     h, w = rgb.shape[:2]
     if h * w > bitstream.MAX_PIXELS or max(h, w) > bitstream.MAX_SIDE:
-        raise UsageError(f"image is {w}x{h}, over the limit of {bitstream.MAX_PIXELS} pixels")
-    out = codec.encode(rgb, q)
-    spec = METHODS[codec.config["method"]]
+        raise UsageError(f"image is {w}x{h}, over the limits ({bitstream.MAX_PIXELS} pixels, "
+                         f"{bitstream.MAX_SIDE} a side)")
+    enc = codec.encode_picture(rgb, q, task)
     header = bitstream.Header(
         method=spec.method_id, task=TASK_NAMES[task], coder=CoderId.RANGE_CATEGORICAL_V1,
-        quality=q, height=h, width=w, coded_height=out["coded_size"][0],
-        coded_width=out["coded_size"][1], model_hash=codec.model_hash, adapter_hash=adapter_hash,
+        quality=q, height=h, width=w, coded_height=enc.coded_size[0], coded_width=enc.coded_size[1],
+        model_hash=codec.model_hash, adapter_hash=adapter_hash,
     )
-    chunks = [bitstream.Chunk(ChunkType.HYPER, out["z"]), bitstream.Chunk(ChunkType.LATENT, out["y"])]
-    return bitstream.pack(header, chunks)
+    return bitstream.pack(header, enc.chunks)
 
 
 def codec_for(header: bitstream.Header, device: str = "auto"):
     """The installed codec a file's header names (by method and model hash); cached."""
     try:
-        method_by_id(header.method)
-        return load_codec(model_hash=header.model_hash, device=device)
+        spec = method_by_id(header.method)
+        codec = load_codec(model_hash=header.model_hash, device=device)
     except (zoo.ModelNotFoundError, LookupError) as e:
         raise UsageError(str(e)) from None
+    if codec.method != spec.name:
+        raise UsageError(f"the file says method {spec.name}, but the model it names is a {codec.method} model")
+    return codec
 
 
-def decode_bytes(data: bytes, *, device: str = "auto", codec=None, tasknet=None) -> Decoded:
-    """Complete ``.icm`` bytes -> the task output. Raises ``bitstream.BitstreamError``
-    for a damaged file and ``UsageError`` for one this installation cannot decode."""
+def decode_bytes(data: bytes, *, task: str | None = None, device: str = "auto", codec=None,
+                 tasknet=None) -> Decoded:
+    """Complete ``.icm`` bytes -> the task output. ``task`` asks a file for one of its
+    tasks: its own, or ``recon`` where the method codes a picture. Raises
+    ``bitstream.BitstreamError`` (or ``CorruptStreamError``) for a damaged file and
+    ``UsageError`` for one this installation cannot decode."""
     c = bitstream.unpack(data)
     hd = c.header
-    task = hd.task.name.lower()
-    if hd.task != TaskTag.RECON:
-        if tasknet is None:
-            tasknet = load_tasknet(task, model_hash=hd.adapter_hash, device=device)
-        elif tasknet.hash != hd.adapter_hash:
-            raise UsageError("the file was made for another task network than the one given")
+    own = hd.task.name.lower()
+    task = own if task is None else task
     if codec is None:
         codec = codec_for(hd, device)
     elif codec.model_hash != hd.model_hash:
         raise UsageError("the file was made with another model than the one given")
+    if task != own and not (task == "recon" and codec.produces == "picture"):
+        raise UsageError(f"the file is coded for {own}; it cannot give {task}"
+                         + (" (its method codes a picture: --task recon gives it)" if codec.produces == "picture"
+                            else ""))
+    if task != "recon":
+        if tasknet is None:
+            tasknet = load_tasknet(task, model_hash=hd.adapter_hash, device=device)
+        elif tasknet.hash != hd.adapter_hash:
+            raise UsageError("the file was made for another task network than the one given")
     lo, hi = codec.quality_range
     if not lo <= hd.quality <= hi:
         raise bitstream.LimitError(f"quality {hd.quality:g} is outside the range {lo:g}..{hi:g} of the model it names")
-    z, y = c.get(ChunkType.HYPER), c.get(ChunkType.LATENT)
-    if len(z) != 1 or len(y) != 1:
-        raise bitstream.LengthError("expected one hyper and one latent chunk")
-    rgb = codec.decode(z[0], y[0], (hd.coded_height, hd.coded_width), (hd.height, hd.width), hd.quality)
+    rgb = codec.decode_chunks(hd, c.chunks)
     res = Decoded(hd, task, rgb, bitstream.bits_per_pixel(c))
     if tasknet is not None:
         res.output, res.tasknet = tasknet.predict([rgb])[0], tasknet

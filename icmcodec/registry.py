@@ -1,11 +1,14 @@
-"""The one registry: method names <-> bitstream ids <-> the class that codes them.
+"""The one registry: method names <-> bitstream ids <-> the code that implements them.
 
 Every other table (CLI choices, ``icm models``, the decoder's dispatch on the header's
-method id) is derived from ``METHODS``; nothing keeps its own list.
+method id, the exporter, the trainer) is derived from ``METHODS``; nothing keeps its
+own list. An entry names its code lazily, as ``"module:attribute"`` strings, so
+importing the registry imports neither torch nor any method it does not use.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+import importlib
+from dataclasses import dataclass, field
 
 from bitstream import MethodId, TaskTag
 
@@ -16,14 +19,28 @@ class MethodSpec:
     method_id: MethodId
     tasks: tuple[TaskTag, ...]
     summary: str
+    # what the decoder produces: "picture" (a task network runs on it for machine tasks),
+    # "features" (a decoder-side head finishes the task) or "task" (the output itself)
+    produces: str = "picture"
+    # "codec", "export", "trainable" (shipped state -> trainable model), "model",
+    # "config": "module:attribute"
+    code: dict = field(default_factory=dict)
+
+    def load(self, what: str):
+        """The class or function registered as ``what`` (imported on first use)."""
+        try:
+            module, _, attr = self.code[what].partition(":")
+        except KeyError:
+            raise LookupError(f"method {self.name} has no {what}") from None
+        return getattr(importlib.import_module(module), attr)
 
     def build(self, config: dict, state: dict, model_hash: bytes, device):
-        # Imported here: the registry itself must stay importable without torch.
-        if self.method_id == MethodId.HYPERPRIOR:
-            from icmcodec.codec import HyperpriorCodec
+        """The coding-time codec of a shipped model of this method."""
+        return self.load("codec")(config, state, model_hash, device)
 
-            return HyperpriorCodec(config, state, model_hash, device)
-        raise NotImplementedError(f"method {self.name} has no implementation in this version")
+
+def _hyperprior(part: str) -> str:
+    return f"icmcodec.methods.hyperprior.{part}"
 
 
 METHODS: dict[str, MethodSpec] = {
@@ -31,7 +48,11 @@ METHODS: dict[str, MethodSpec] = {
     for spec in (
         MethodSpec("hyperprior", MethodId.HYPERPRIOR, tuple(TaskTag),
                    "gained mean-scale hyperprior with an exact integer entropy-parameter path; for a machine "
-                   "task the decoder runs the task's clean network on the reconstruction (TIC anchor)"),
+                   "task the decoder runs the task's clean network on the reconstruction (TIC anchor)",
+                   code={"codec": _hyperprior("codec:HyperpriorCodec"), "export": _hyperprior("export:main"),
+                         "trainable": _hyperprior("export:trainable_from_state"),
+                         "model": _hyperprior("model:GainedHyperprior"),
+                         "config": _hyperprior("transforms:HyperpriorConfig")}),
     )
 }
 

@@ -32,8 +32,9 @@ import torch
 import torch.nn.functional as F
 
 from icmcodec.imageio import IMAGE_SUFFIXES, load_rgb
-from icmcodec.methods.hyperprior import GainedHyperprior
-from icmcodec.transforms import HyperpriorConfig
+from icmcodec.methods.hyperprior.model import GainedHyperprior
+from icmcodec.methods.hyperprior.transforms import HyperpriorConfig
+from icmcodec.registry import METHODS
 
 
 def list_images(folder: Path) -> list[Path]:
@@ -133,10 +134,9 @@ def init_from(model: GainedHyperprior, ckpt_path: str) -> None:
     levels/lambdas may differ."""
     if Path(ckpt_path).is_dir():
         from icmcodec.zoo import entry_at, load_state
-        from icmcodec.zoo.export import trainable_from_state
 
         config, arrays, _ = load_state(entry_at(ckpt_path))
-        src = trainable_from_state(config, arrays)
+        src = METHODS[config.get("method", "hyperprior")].load("trainable")(config, arrays)
         ck = {"model": src.state_dict(), "config": config["arch"], "step": config.get("train_step")}
     else:
         ck = torch.load(ckpt_path, map_location="cpu", weights_only=False)
@@ -158,6 +158,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="python -m icmcodec.train", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--run", required=True, help="run folder (created; holds config, checkpoints, logs)")
+    p.add_argument("--method", default="hyperprior",
+                   help="the method whose network is trained (a registry name with a trainable model); a warm "
+                        "start (--init) from another method's model copies every tensor the two share")
     p.add_argument("--data", action="append", default=[], metavar="DIR[:WEIGHT]",
                    help="training image folder, repeatable, optional sampling weight")
     p.add_argument("--val", metavar="DIR", help="validation image folder (center crops)")
@@ -196,17 +199,30 @@ def setup_distributed() -> tuple[int, int, torch.device]:
     return rank, world, device
 
 
+def method_classes(method: str):
+    """(model class, config class) of a trainable method."""
+    if method not in METHODS:
+        raise SystemExit(f"error: unknown method {method!r} (one of: {', '.join(METHODS)})")
+    try:
+        return METHODS[method].load("model"), METHODS[method].load("config")
+    except LookupError:
+        raise SystemExit(f"error: method {method} has no trainable model") from None
+
+
 def load_run_config(args: argparse.Namespace, run: Path) -> tuple[argparse.Namespace, HyperpriorConfig]:
     """Fresh run: write train_config.json. Resume: read it back (``--steps`` may grow)."""
     cfg_path = run / "train_config.json"
     if args.resume:
         saved = json.loads(cfg_path.read_text())
-        args = argparse.Namespace(**{**saved["args"], "resume": True, "steps": args.steps})
-        cfg = HyperpriorConfig.from_dict(saved["model"])
+        args = argparse.Namespace(**{"method": "hyperprior", **saved["args"], "resume": True, "steps": args.steps})
+        cfg = method_classes(args.method)[1].from_dict(saved["model"])
     else:
-        # a warm start keeps the architecture it starts from; --config still overrides
-        base = init_arch(args.init) if args.init else HyperpriorConfig().to_dict()
-        cfg = HyperpriorConfig.from_dict({**base, **json.loads(args.config)})
+        # a warm start keeps the architecture it starts from (the fields the two
+        # methods share); --config still overrides
+        cfg_cls = method_classes(args.method)[1]
+        fields = cfg_cls().to_dict()
+        base = {k: v for k, v in (init_arch(args.init) if args.init else {}).items() if k in fields}
+        cfg = cfg_cls.from_dict({**fields, **base, **json.loads(args.config)})
     saved_args = {k: v for k, v in vars(args).items() if k != "resume"}
     cfg_path.write_text(json.dumps({"args": saved_args, "model": cfg.to_dict()}, indent=2))
     return args, cfg
@@ -254,7 +270,7 @@ def main(argv=None) -> None:
             ch, cw = min(h, 512), min(w, 768)
             val_imgs.append(a[(h - ch) // 2 : (h - ch) // 2 + ch, (w - cw) // 2 : (w - cw) // 2 + cw])
 
-    model = GainedHyperprior(cfg)
+    model = method_classes(args.method)[0](cfg)
     if args.init and not args.resume:
         init_from(model, args.init)
     aux_params = [p for n, p in model.named_parameters() if n.endswith("quantiles")]
@@ -335,7 +351,8 @@ def main(argv=None) -> None:
         if lead and (step % args.ckpt_every == 0 or step == args.steps):
             tmp = run / "last.pt.tmp"
             torch.save({"model": model.state_dict(), "opt": opt.state_dict(),
-                        "aux_opt": aux_opt.state_dict(), "step": step, "config": cfg.to_dict()}, tmp)
+                        "aux_opt": aux_opt.state_dict(), "step": step, "config": cfg.to_dict(),
+                        "method": args.method}, tmp)
             os.replace(tmp, ckpt)
         if lead and val_imgs and (step % args.val_every == 0 or step == args.steps):
             rows = validate(model, val_imgs)

@@ -138,7 +138,7 @@ def test_shipped_format_is_a_complete_warm_start():
     """export -> trainable_from_state -> export gives the same coding model."""
     from safetensors.numpy import load
 
-    from icmcodec.zoo.export import export_state, trainable_from_state
+    from icmcodec.methods.hyperprior.export import export_state, trainable_from_state
 
     config, blob = tiny_model_bytes(0)
     state = load(blob)
@@ -154,8 +154,8 @@ def test_shipped_format_is_a_complete_warm_start():
 def test_compact_export_halves_kernels_and_keeps_gdn_and_exact_path(tmp_path):
     from safetensors.numpy import load
 
-    from icmcodec.codec import HyperpriorCodec
-    from icmcodec.zoo.export import export_state, make_config, model_hash, serialize
+    from icmcodec.methods.hyperprior.codec import HyperpriorCodec
+    from icmcodec.methods.hyperprior.export import export_state, make_config, model_hash, serialize
     from icmcodec.zoo.tiny import TINY, tiny_float_model
 
     model = tiny_float_model(3)

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from icmcodec import pipeline
-from icmcodec.codec import HyperpriorCodec, Tiling
+from icmcodec.methods.hyperprior.codec import HyperpriorCodec, Tiling
 from icmcodec.tiling import run_tiled, tiles
 from icmcodec.zoo.tiny import tiny_model_bytes
 

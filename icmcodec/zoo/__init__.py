@@ -93,9 +93,14 @@ def available() -> list[ModelEntry]:
 
 
 def find(name: str | None = None, *, task: str = "recon", model_hash: bytes | None = None,
-         kind: str = "codec") -> ModelEntry:
-    """A model of ``kind`` by name, by the hash stored in a file header, or the default for a task."""
+         kind: str = "codec", method: str | None = None) -> ModelEntry:
+    """A model of ``kind`` by name, by the hash stored in a file header, or the default
+    for a task (of ``method``, if given: its models only)."""
     models = [m for m in available() if m.kind == kind]
+    if method is not None and name is None and model_hash is None:
+        models = [m for m in models if m.config.get("method") == method]
+        if not models:
+            raise ModelNotFoundError(f"no model of method {method} is installed (see 'icm models')")
     what = "model" if kind == "codec" else "task network"
     if model_hash is not None:
         for m in models:

@@ -1,191 +1,35 @@
-"""Export a trained ``GainedHyperprior`` to the shipped format.
+"""Export a trained checkpoint to the shipped format, whatever its method.
 
-``python -m icmcodec.zoo.export RUN/last.pt OUT_DIR --name NAME`` writes
-``OUT_DIR/config.json`` and ``OUT_DIR/model.safetensors``. The safetensors file holds
-
-* ``float.*``: g_a, g_s, h_a weights (float32) - run in float, on any device;
-* ``exact.h_s.*``: integer weights/biases of the hyper synthesis (:mod:`icmcodec.exact`);
-* ``exact.z_median_fp``, ``exact.log2_gain_fp``, ``exact.pow2``: integer medians of z,
-  per-level log2 gains and the 2**(f/1024) table, all fixed-point;
-* ``tables.z.*`` (one table per z channel) and ``tables.y.*`` (one per scale index):
-  the baked integer count tables the range coder uses.
-
-The base-model hash in every ``.icm`` header is the first 16 bytes of the SHA-256 of
-this file, so a decoder refuses a file made by any other model.
+``python -m icmcodec.zoo.export RUN/last.pt OUT_DIR --name NAME [--default] [--compact]``
+reads the method a checkpoint was trained with (``"method"`` in it; hyperprior for
+checkpoints from before methods were packages) and runs that method's exporter
+(``icmcodec.methods.<name>.export``), which writes ``config.json`` and
+``model.safetensors``. The model's hash in every ``.icm`` header is the first 16 bytes
+of the SHA-256 of that file (:func:`icmcodec.zoo.model_hash`).
 """
 from __future__ import annotations
 
-import argparse
-import json
-from pathlib import Path
+import sys
 
-import numpy as np
-import torch
-from safetensors.numpy import save as st_save
-
-from icmcodec.entropy import counts_from_pmf, gaussian_tables, stack_tables
-from icmcodec.exact import ACT_FRAC, W_FRAC, pow2_table, quantize_hyper_synthesis, scale_table
-from icmcodec.methods.hyperprior import GainedHyperprior
-from icmcodec.transforms import HyperpriorConfig
 from icmcodec.zoo import model_hash  # noqa: F401  (re-exported: export.model_hash)
-
-FORMAT_VERSION = 1
-
-
-@torch.no_grad()
-def z_tables(eb, tail: float = 1e-9, search: int = 4096) -> tuple[list, list, np.ndarray]:
-    """Per-channel factorized-prior tables of z around each channel's trained median.
-
-    The median stays the one the model was trained and validated with; the table's
-    range is found from the learned CDF itself (mass below ``tail/2`` on each side is
-    left to the escape entry), so it does not depend on how far the auxiliary
-    quantile loss has converged.
-    """
-    med = eb.quantiles[:, 0, 1].double()
-    med_fp = torch.round(med * (1 << ACT_FRAC)).long().numpy()
-    grid = torch.arange(-search, search + 1, dtype=torch.float64)
-    centre = torch.from_numpy(med_fp).double() / (1 << ACT_FRAC)
-    x = (centre[:, None] + grid[None]).float()[:, None, :]
-    pmf, lower, upper = eb._likelihood(x, stop_gradient=True)
-    cdf_lo = torch.sigmoid(lower[:, 0].double())  # mass below each value's bin
-    cdf_hi = torch.sigmoid(-upper[:, 0].double())  # mass above each value's bin
-    rows, offsets = [], []
-    for c in range(eb.channels):
-        keep = (cdf_lo[c] >= tail / 2).nonzero()
-        a = int(keep[0]) - 1 if keep.numel() else search
-        keep = (cdf_hi[c] >= tail / 2).nonzero()
-        b = int(keep[-1]) + 1 if keep.numel() else search
-        a, b = max(0, min(a, search - 1)), min(2 * search, max(b, search + 1))
-        p = pmf[c, 0, a : b + 1].double().numpy()
-        esc = float(cdf_lo[c, a] + cdf_hi[c, b])
-        rows.append(counts_from_pmf(p, max(esc, tail)))
-        offsets.append(a - search)
-    return rows, offsets, med_fp
-
-
-def export_state(model: GainedHyperprior, compact: bool = False) -> dict[str, np.ndarray]:
-    """Trained float model -> the flat dict of arrays that is the shipped model.
-
-    ``compact`` makes the file smaller in two ways:
-    - It stores the convolution kernels of g_a, g_s and h_a in half precision. They are
-      cast back to float32 on loading. Biases and the GDN parameters stay float32,
-      because the effective GDN gammas reach values far below float16's normal range.
-    - It stores the exact h_s weights as int16 wherever they fit. They are the same
-      integers, so the decoded symbols do not change.
-    Nothing in the exact path changes value, so symbols never depend on this option.
-    """
-    model = model.eval()
-    state: dict[str, np.ndarray] = {}
-    for k, v in model.state_dict().items():
-        if k.startswith(("g_a.", "g_s.", "h_a.")) and "_reparam" not in k:
-            kernel = compact and k.endswith(".weight") and v.ndim == 4
-            state["float." + k] = v.detach().to(torch.float16 if kernel else torch.float32).contiguous().numpy()
-    # GDN: store the effective (re-parametrised) beta and gamma that FixedGDN uses
-    for name, mod in model.named_modules():
-        if hasattr(mod, "beta_reparam"):
-            state[f"float.{name}.beta"] = mod.beta_reparam(mod.beta).detach().float().contiguous().numpy()
-            state[f"float.{name}.gamma"] = mod.gamma_reparam(mod.gamma).detach().float().contiguous().numpy()
-    for k, v in quantize_hyper_synthesis(model.h_s).items():
-        # weights fit in int32 (|w| <= W_LIMIT); biases need int64
-        if k.endswith("weight"):
-            small = compact and np.abs(v).max() <= np.iinfo(np.int16).max
-            v = v.astype(np.int16 if small else np.int32)
-        state["exact.h_s." + k] = v
-    rows, offsets, med_fp = z_tables(model.entropy_bottleneck)
-    zt = stack_tables(rows, offsets)
-    yt = gaussian_tables(scale_table())
-    state["exact.z_median_fp"] = med_fp.astype(np.int64)
-    lg = np.round(model.log2_gain.detach().double().numpy() * (1 << ACT_FRAC)).astype(np.int64)
-    state["exact.log2_gain_fp"] = lg
-    state["exact.pow2"] = pow2_table()
-    for name, t in (("z", zt), ("y", yt)):
-        state[f"tables.{name}.counts"] = t.counts
-        state[f"tables.{name}.offsets"] = t.offsets
-        state[f"tables.{name}.lengths"] = t.lengths
-    # The factorized prior's own parameters (a few thousand numbers) are not needed for
-    # coding, but with them the shipped file is a complete warm start for training.
-    for k, v in model.entropy_bottleneck.state_dict().items():
-        if v.numel() and not k.startswith("_"):
-            state["train.entropy_bottleneck." + k] = v.detach().float().contiguous().numpy()
-    return state
-
-
-def trainable_from_state(config: dict, state: dict[str, np.ndarray]) -> GainedHyperprior:
-    """Inverse of :func:`export_state`: a trainable network from a shipped model.
-
-    Transform weights are copied, GDN parameters mapped back through compressai's
-    re-parametrisation, the exact h_s de-quantized (2**-14 steps) and the log2 gains
-    read back; so training can continue from any shipped model."""
-    arch = HyperpriorConfig.from_dict(config["arch"])
-    model = GainedHyperprior(arch)
-    sd = model.state_dict()
-    with torch.no_grad():
-        for k, v in state.items():
-            if k.startswith("float."):
-                name = k[len("float.") :]
-                mod_name, _, leaf = name.rpartition(".")
-                mod = model.get_submodule(mod_name)
-                if hasattr(mod, "beta_reparam") and leaf in ("beta", "gamma"):
-                    reparam = mod.beta_reparam if leaf == "beta" else mod.gamma_reparam
-                    sd[name] = reparam.init(torch.from_numpy(np.array(v)))
-                else:
-                    sd[name] = torch.from_numpy(np.array(v))
-            elif k.startswith("exact.h_s."):
-                i, leaf = k[len("exact.h_s.") :].split(".")
-                frac = W_FRAC if leaf == "weight" else W_FRAC + ACT_FRAC
-                sd[f"h_s.convs.{i}.{leaf}"] = torch.from_numpy(np.array(v, dtype=np.float64) / (1 << frac)).float()
-            elif k.startswith("train."):
-                sd[k[len("train.") :]] = torch.from_numpy(np.array(v))
-        sd["log2_gain"] = torch.from_numpy(np.array(state["exact.log2_gain_fp"], dtype=np.float64) / (1 << ACT_FRAC)).float()
-    model.load_state_dict(sd)
-    return model
-
-
-def serialize(state: dict[str, np.ndarray]) -> bytes:
-    return st_save({k: np.ascontiguousarray(v) for k, v in state.items()}, metadata={"format": str(FORMAT_VERSION)})
-
-
-def make_config(name: str, arch: HyperpriorConfig, **extra) -> dict:
-    return {
-        "name": name,
-        "method": "hyperprior",
-        "task": "recon",
-        "format_version": FORMAT_VERSION,
-        "arch": arch.to_dict(),
-        "quality_range": [0.0, float(arch.levels - 1)],
-        **extra,
-    }
-
-
-def export_checkpoint(ckpt_path: Path, out_dir: Path, name: str, compact: bool = False, **extra) -> Path:
-    ck = torch.load(ckpt_path, map_location="cpu", weights_only=False)
-    arch = HyperpriorConfig.from_dict(ck["config"])
-    model = GainedHyperprior(arch)
-    model.load_state_dict(ck["model"])
-    blob = serialize(export_state(model, compact))
-    out_dir.mkdir(parents=True, exist_ok=True)
-    cfg = make_config(name, arch, train_step=ck.get("step"), **extra)
-    (out_dir / "model.safetensors").write_bytes(blob)
-    (out_dir / "config.json").write_text(json.dumps(cfg, indent=2) + "\n")
-    return out_dir
 
 
 def main(argv=None) -> None:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("checkpoint", type=Path)
-    p.add_argument("out_dir", type=Path)
-    p.add_argument("--name", required=True)
-    p.add_argument("--default", action="store_true", help="mark as the default model for its task")
-    p.add_argument("--default-quality", type=float, default=None, help="quality used when --quality is not given")
-    p.add_argument("--compact", action="store_true",
-                   help="float16 transform kernels and int16 exact weights where they fit (about half the file)")
-    a = p.parse_args(argv)
-    extra = {"default": a.default}
-    if a.default_quality is not None:
-        extra["default_quality"] = a.default_quality
-    out = export_checkpoint(a.checkpoint, a.out_dir, a.name, compact=a.compact, **extra)
-    blob = (out / "model.safetensors").read_bytes()
-    print(f"wrote {out} ({len(blob)} bytes, hash {model_hash(blob).hex()})")
+    import torch
+
+    from icmcodec.registry import METHODS
+
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0].startswith("-"):
+        METHODS["hyperprior"].load("export")(["--help"])
+        return
+    try:
+        method = torch.load(argv[0], map_location="cpu", weights_only=False).get("method", "hyperprior")
+    except (OSError, RuntimeError) as e:
+        raise SystemExit(f"error: cannot read checkpoint {argv[0]} ({e})") from None
+    if method not in METHODS:
+        raise SystemExit(f"error: the checkpoint is of method {method!r}, unknown to this icm")
+    METHODS[method].load("export")(argv)
 
 
 if __name__ == "__main__":

@@ -12,9 +12,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from icmcodec.methods.hyperprior import GainedHyperprior
-from icmcodec.transforms import HyperpriorConfig
-from icmcodec.zoo.export import export_state, make_config, serialize
+from icmcodec.methods.hyperprior.export import export_state, make_config, serialize
+from icmcodec.methods.hyperprior.model import GainedHyperprior
+from icmcodec.methods.hyperprior.transforms import HyperpriorConfig
 
 TINY = HyperpriorConfig(N=16, M=16, Nz=8, Nh=16, levels=3, lambdas=(0.004, 0.016, 0.064))
 
@@ -51,7 +51,7 @@ def write_tiny_model(folder: str | Path, seed: int = 0) -> Path:
 def tiny_codec(seed: int = 0, device: str = "cpu"):
     from safetensors.numpy import load
 
-    from icmcodec.codec import HyperpriorCodec
+    from icmcodec.methods.hyperprior.codec import HyperpriorCodec
     from icmcodec.zoo import model_hash
 
     config, blob = tiny_model_bytes(seed)

@@ -1,6 +1,6 @@
 """The base codec at coding time: image <-> (header fields, chunks) with real bytes.
 
-``HyperpriorCodec`` is built from an *exported* state (see :mod:`icmcodec.zoo.export`):
+``HyperpriorCodec`` is built from an *exported* state (see :mod:`icmcodec.methods.hyperprior.export`):
 float weights for the transforms, integer weights for the exact hyper synthesis,
 baked integer tables for z and y, integer log2 gains and medians. Coding follows
 :mod:`icmcodec.exact`: every number the range coder sees comes from integers, so a
@@ -14,11 +14,14 @@ from fractions import Fraction
 import numpy as np
 import torch
 
-from bitstream import coded_size
+import bitstream
+from bitstream import ChunkType, coded_size
 from icmcodec.entropy import IntTables, TableCoder
-from icmcodec.exact import ACT_FRAC, ACT_LIMIT, EXTRAPOLATE_LEVELS, ExactHyperSynthesis, entropy_params, quality_log2_gain
+from icmcodec.exact import ACT_FRAC, ACT_LIMIT, entropy_params, quality_log2_gain
+from icmcodec.methods.base import Codec, Encoded
+from icmcodec.methods.hyperprior.exact import ExactHyperSynthesis
 from icmcodec.tiling import run_stack_tiled, run_tiled
-from icmcodec.transforms import HyperpriorConfig, build_transforms
+from icmcodec.methods.hyperprior.transforms import HyperpriorConfig, build_transforms
 
 PAD = 64  # g_a down-samples by 16, h_a by 4 more: bitstream.PAD_UNIT
 # z symbols beyond this saturate the exact path's activation limit anyway; clamping them
@@ -52,15 +55,18 @@ class Tiling:
     synthesis: int = 48  # latents (768 pixels); halo 2
 
 
-class HyperpriorCodec:
+class HyperpriorCodec(Codec):
     """Inference-time gained mean-scale hyperprior with an exact entropy-parameter path."""
+
+    method = "hyperprior"
+    produces = "picture"
 
     def __init__(self, config: dict, state: dict[str, np.ndarray], model_hash: bytes, device="cpu",
                  tiling: Tiling | None = None):
-        self.config = config
+        super().__init__(config, model_hash)
         self.tiling = tiling or Tiling()
         self.arch = HyperpriorConfig.from_dict(config["arch"])
-        self.model_hash = model_hash
+        self.levels = self.arch.levels
         self.device = torch.device(device)
         net = torch.nn.ModuleDict(dict(zip(("g_a", "g_s", "h_a"), build_transforms(self.arch))))
         # kernels may be stored in float16 (export --compact); the transforms run in float32
@@ -79,19 +85,6 @@ class HyperpriorCodec:
         self.pow2 = np.asarray(state["exact.pow2"], dtype=np.int64)
         self.z_coder = TableCoder(IntTables(state["tables.z.counts"], state["tables.z.offsets"], state["tables.z.lengths"]))
         self.y_coder = TableCoder(IntTables(state["tables.y.counts"], state["tables.y.offsets"], state["tables.y.lengths"]))
-
-    @property
-    def quality_range(self) -> tuple[float, float]:
-        """Trained levels span 0..levels-1; a model's config may extend the low end
-        (extrapolated gains, see ``exact.quality_log2_gain``)."""
-        top = float(self.arch.levels - 1)
-        lo, hi = self.config.get("quality_range", (0.0, top))
-        return (max(float(lo), -float(EXTRAPOLATE_LEVELS)), min(float(hi), top))
-
-    @property
-    def default_quality(self) -> float:
-        lo, hi = self.quality_range
-        return float(self.config.get("default_quality", (lo + hi) / 2))
 
     # ---- the exact path, shared by encoder and decoder ---------------------------
     def _params(self, z_sym: np.ndarray, quality: float):
@@ -203,6 +196,19 @@ class HyperpriorCodec:
         idx, mean_g_fp, lg = self._params(z_sym, quality)
         y_sym = self.y_coder.decode(y_bytes, idx).reshape(idx.shape)
         return z_sym, y_sym, mean_g_fp, lg
+
+    # ---- the codec interface (icmcodec.methods.base) ---------------------------------
+    def encode_picture(self, rgb: np.ndarray, quality: float, task: str = "recon") -> Encoded:
+        """One HYPER and one LATENT chunk; the task does not change the coding."""
+        out = self.encode(rgb, quality)
+        chunks = [bitstream.Chunk(ChunkType.HYPER, out["z"]), bitstream.Chunk(ChunkType.LATENT, out["y"])]
+        return Encoded(out["coded_size"], chunks, {"z": out["z_sym"], "y": out["y_sym"]})
+
+    def decode_chunks(self, header: bitstream.Header, chunks: list[bitstream.Chunk]) -> np.ndarray:
+        (z,) = self.chunks_of(chunks, ChunkType.HYPER)
+        (y,) = self.chunks_of(chunks, ChunkType.LATENT)
+        return self.decode(z, y, (header.coded_height, header.coded_width), (header.height, header.width),
+                           header.quality)
 
     @torch.no_grad()
     def decode(self, z_bytes: bytes, y_bytes: bytes, coded_size, size, quality: float) -> np.ndarray:

@@ -1,0 +1,70 @@
+"""The one codec interface every method implements, and what it hands back.
+
+The pipeline (and through it the CLI and the benchmarks) talks to every method the same
+way:
+
+* ``encode_picture(rgb, quality, task) -> Encoded``: the typed chunks of one picture,
+  the coded size, and the symbols (for tests and rate control);
+* ``decode_chunks(header, chunks)``: what the method produces, per ``produces``: a
+  picture (``"picture"``: H x W x 3 uint8; for a machine task the pipeline then runs the
+  task network the file names), backbone features (``"features"``: a decoder-side head
+  finishes the task) or the task output itself (``"task"``).
+
+Big pictures go through :mod:`icmcodec.tiling` inside each method. A codec is built
+from a shipped model folder (``config.json`` + ``model.safetensors``) by the registry
+(:meth:`icmcodec.registry.MethodSpec.build`).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+import bitstream
+from icmcodec.exact import EXTRAPOLATE_LEVELS
+
+
+@dataclass
+class Encoded:
+    coded_size: tuple[int, int]
+    chunks: list[bitstream.Chunk]
+    symbols: dict[str, np.ndarray] = field(default_factory=dict)
+
+
+class Codec:
+    """Base of every method's coding-time codec (see the module docstring)."""
+
+    method: str = ""
+    produces: str = "picture"
+    levels: int = 1  # trained quality levels 0..levels-1
+
+    def __init__(self, config: dict, model_hash: bytes):
+        self.config = config
+        self.model_hash = model_hash
+
+    @property
+    def quality_range(self) -> tuple[float, float]:
+        """Trained levels span 0..levels-1; a model's config may extend the low end
+        (extrapolated gains, see ``exact.quality_log2_gain``)."""
+        top = float(self.levels - 1)
+        lo, hi = self.config.get("quality_range", (0.0, top))
+        return (max(float(lo), -float(EXTRAPOLATE_LEVELS)), min(float(hi), top))
+
+    @property
+    def default_quality(self) -> float:
+        lo, hi = self.quality_range
+        return float(self.config.get("default_quality", (lo + hi) / 2))
+
+    def encode_picture(self, rgb: np.ndarray, quality: float, task: str = "recon") -> Encoded:
+        raise NotImplementedError
+
+    def decode_chunks(self, header: bitstream.Header, chunks: list[bitstream.Chunk]):
+        raise NotImplementedError
+
+    @staticmethod
+    def chunks_of(chunks: list[bitstream.Chunk], ctype: bitstream.ChunkType, count: int | None = 1) -> list[bytes]:
+        """The payloads of one chunk type, checking how many there must be."""
+        found = [c.data for c in chunks if c.type == ctype]
+        if count is not None and len(found) != count:
+            raise bitstream.LengthError(f"expected {count} {ctype.name.lower()} chunk(s), found {len(found)}")
+        return found
