@@ -119,6 +119,7 @@ class MethodId(IntEnum):
     PROMPT_ICM = 3
     DORA_ICM = 4
     MPA = 5
+    CONTEXT = 6  # format 1.1: the hyperprior with checkerboard and channel-slice context
 
 
 class CoderId(IntEnum):

@@ -41,7 +41,8 @@ def resolve_device(device: str = "auto") -> str:
 
 
 @lru_cache(maxsize=8)
-def _load(path: str, device: str):
+def _load(path: str, device: str, model_hash: bytes):
+    """Keyed by the file's hash too: a model file replaced in place is loaded again."""
     config, state, mhash = zoo.load_state(zoo.entry_at(path))
     spec = METHODS[config["method"]]
     return spec.build(config, state, mhash, device)
@@ -54,7 +55,7 @@ def load_codec(model: str | None = None, *, method: str | None = None, model_has
     entry = zoo.find(model, task="recon", model_hash=model_hash, method=method)
     if method is not None and entry.config.get("method") != method:
         raise UsageError(f"model {entry.name} codes with {entry.config.get('method')}, not {method}")
-    return _load(str(entry.path.resolve()), resolve_device(device))
+    return _load(str(entry.path.resolve()), resolve_device(device), entry.hash())
 
 
 @lru_cache(maxsize=8)

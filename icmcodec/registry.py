@@ -43,6 +43,10 @@ def _hyperprior(part: str) -> str:
     return f"icmcodec.methods.hyperprior.{part}"
 
 
+def _context(part: str) -> str:
+    return f"icmcodec.methods.context.{part}"
+
+
 METHODS: dict[str, MethodSpec] = {
     spec.name: spec
     for spec in (
@@ -53,6 +57,12 @@ METHODS: dict[str, MethodSpec] = {
                          "trainable": _hyperprior("export:trainable_from_state"),
                          "model": _hyperprior("model:GainedHyperprior"),
                          "config": _hyperprior("transforms:HyperpriorConfig")}),
+        MethodSpec("context", MethodId.CONTEXT, tuple(TaskTag),
+                   "the hyperprior plus a checkerboard spatial context and uneven channel slices, every "
+                   "entropy parameter in the exact integer path; machine tasks as for hyperprior",
+                   code={"codec": _context("codec:ContextCodec"), "export": _context("export:main"),
+                         "trainable": _context("export:trainable_from_state"),
+                         "model": _context("model:GainedContext"), "config": _context("model:ContextConfig")}),
     )
 }
 

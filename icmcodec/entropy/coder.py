@@ -63,11 +63,12 @@ class TableCoder:
         for t in np.nonzero(counts)[0]:
             yield int(t), np.flatnonzero(small == t)
 
-    def encode(self, symbols: np.ndarray, idx: np.ndarray) -> bytes:
+    # ---- one stream of several segments (a context model codes pass after pass) ----
+    def _put(self, enc, symbols: np.ndarray, idx: np.ndarray) -> None:
+        """One segment: groups in table order, then the segment's escapes."""
         symbols = np.asarray(symbols).ravel()
         if symbols.size != np.asarray(idx).size:
             raise ValueError("symbols and indices differ in size")
-        enc = constriction.stream.queue.RangeEncoder()
         escaped = []
         for t, pos in self._groups(idx):
             s = symbols[pos].astype(np.int64, copy=False)
@@ -79,41 +80,88 @@ class TableCoder:
             enc.encode(v.astype(np.int32), self._models[t])
         if escaped:
             _encode_escapes(enc, np.concatenate(escaped))
-        return enc.get_compressed().astype("<u4").tobytes()
 
-    def decode(self, data: bytes, idx: np.ndarray) -> np.ndarray:
-        """Symbols of a canonical payload (see the module docstring), in flat order."""
-        out = self._decode(data, idx)
-        if self.encode(out, idx) != bytes(data):
-            raise CorruptStreamError("entropy-coded payload is not the encoding of the symbols it decodes to")
+    def _take(self, dec, idx: np.ndarray) -> np.ndarray:
+        out = np.empty(np.asarray(idx).size, dtype=np.int64)
+        esc_pos = []
+        for t, pos in self._groups(idx):
+            v = np.asarray(dec.decode(self._models[t], pos.size), dtype=np.int64)
+            out[pos] = v + self._lo[t]
+            esc = v == self._n[t]
+            if esc.any():
+                esc_pos.append(pos[esc])
+        if esc_pos:
+            # escapes follow in coding order: group by group, positions ascending
+            pos = np.concatenate(esc_pos)
+            out[pos] = _decode_escapes(dec, pos.size)
         return out
 
-    def _decode(self, data: bytes, idx: np.ndarray) -> np.ndarray:
+    def encoder(self) -> "StreamEncoder":
+        return StreamEncoder(self)
+
+    def decoder(self, data: bytes) -> "StreamDecoder":
+        return StreamDecoder(self, data)
+
+    def encode(self, symbols: np.ndarray, idx: np.ndarray) -> bytes:
+        """A stream of one segment."""
+        enc = self.encoder()
+        enc.add(symbols, idx)
+        return enc.finish()
+
+    def decode(self, data: bytes, idx: np.ndarray) -> np.ndarray:
+        """Symbols of a canonical one-segment payload (see the module docstring), in flat order."""
+        dec = self.decoder(data)
+        out = dec.take(idx)
+        dec.finish()
+        return out
+
+
+class StreamEncoder:
+    """Segments appended to one range-coded stream (``add`` per segment)."""
+
+    def __init__(self, coder: TableCoder):
+        self.coder = coder
+        self.enc = constriction.stream.queue.RangeEncoder()
+
+    def add(self, symbols: np.ndarray, idx: np.ndarray) -> None:
+        self.coder._put(self.enc, symbols, idx)
+
+    def finish(self) -> bytes:
+        return self.enc.get_compressed().astype("<u4").tobytes()
+
+
+class StreamDecoder:
+    """Reads the segments of a stream back in order (``take`` per segment); ``finish``
+    checks the stream is used up and canonical (re-encoding gives the same bytes)."""
+
+    def __init__(self, coder: TableCoder, data: bytes):
         if len(data) % 4:
             raise CorruptStreamError("entropy-coded payload is not a whole number of 32-bit words")
-        words = np.frombuffer(data, dtype="<u4").astype(np.uint32)
-        out = np.empty(np.asarray(idx).size, dtype=np.int64)
+        self.coder, self.data = coder, bytes(data)
+        self.segments: list[tuple[np.ndarray, np.ndarray]] = []
         try:
-            dec = constriction.stream.queue.RangeDecoder(words)
-            esc_pos = []
-            for t, pos in self._groups(idx):
-                v = np.asarray(dec.decode(self._models[t], pos.size), dtype=np.int64)
-                out[pos] = v + self._lo[t]
-                esc = v == self._n[t]
-                if esc.any():
-                    esc_pos.append(pos[esc])
-            if esc_pos:
-                # escapes follow in coding order: group by group, positions ascending
-                pos = np.concatenate(esc_pos)
-                out[pos] = _decode_escapes(dec, pos.size)
-            exhausted = dec.maybe_exhausted()
+            self.dec = constriction.stream.queue.RangeDecoder(np.frombuffer(self.data, dtype="<u4").astype(np.uint32))
+        except (AssertionError, ValueError, RuntimeError, TypeError) as e:
+            raise CorruptStreamError(f"entropy-coded payload does not decode ({e})") from None
+
+    def take(self, idx: np.ndarray) -> np.ndarray:
+        try:
+            out = self.coder._take(self.dec, idx)
         # constriction reports an invalid stream with AssertionError (and others with
         # ValueError, ...): every one of them is a damaged payload, not a bug of ours
         except (AssertionError, ValueError, RuntimeError, OverflowError, TypeError, IndexError) as e:
             raise CorruptStreamError(f"entropy-coded payload does not decode ({e})") from None
-        if not exhausted:
-            raise CorruptStreamError("entropy-coded payload has data left after the last symbol")
+        self.segments.append((out, np.asarray(idx)))
         return out
+
+    def finish(self) -> None:
+        if not self.dec.maybe_exhausted():
+            raise CorruptStreamError("entropy-coded payload has data left after the last symbol")
+        enc = self.coder.encoder()
+        for symbols, idx in self.segments:
+            enc.add(symbols, idx)
+        if enc.finish() != self.data:
+            raise CorruptStreamError("entropy-coded payload is not the encoding of the symbols it decodes to")
 
 
 def _zigzag(values: np.ndarray) -> np.ndarray:

@@ -60,12 +60,13 @@ class HyperpriorCodec(Codec):
 
     method = "hyperprior"
     produces = "picture"
+    config_cls = HyperpriorConfig
 
     def __init__(self, config: dict, state: dict[str, np.ndarray], model_hash: bytes, device="cpu",
                  tiling: Tiling | None = None):
         super().__init__(config, model_hash)
         self.tiling = tiling or Tiling()
-        self.arch = HyperpriorConfig.from_dict(config["arch"])
+        self.arch = self.config_cls.from_dict(config["arch"])
         self.levels = self.arch.levels
         self.device = torch.device(device)
         net = torch.nn.ModuleDict(dict(zip(("g_a", "g_s", "h_a"), build_transforms(self.arch))))
@@ -110,6 +111,19 @@ class HyperpriorCodec(Codec):
         t = self.tiling.hyper_synthesis
         run_tiled(hyper_synthesis, hz, wz, scale=4, tile=t, halo=2, put=put)
         return idx, mean_g, lg
+
+    def _hyper_params(self, z_sym: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """The exact h_s's (mean, log2 scale) of every latent, un-gained fixed point
+        (int64 arrays), run in tiles like :meth:`_params`."""
+        z = np.clip(z_sym, -Z_SYMBOL_LIMIT, Z_SYMBOL_LIMIT)
+        c, hz, wz = z.shape
+        out = np.empty((2, self.arch.M, 4 * hz, 4 * wz), dtype=np.int64)
+
+        def hyper_synthesis(y0, y1, x0, x1):
+            z_fp = torch.from_numpy(z[:, y0:y1, x0:x1] * (1 << ACT_FRAC) + self.z_median_fp[:, None, None])
+            return torch.stack(self.h_s(z_fp)).cpu().numpy()
+
+        return tuple(run_tiled(hyper_synthesis, hz, wz, scale=4, tile=self.tiling.hyper_synthesis, halo=2, out=out))
 
     def _z_index(self, shape) -> np.ndarray:
         return np.broadcast_to(np.arange(shape[0])[:, None, None], shape)

@@ -111,14 +111,17 @@ def export_state(model: GainedHyperprior, compact: bool = False) -> dict[str, np
     return state
 
 
-def trainable_from_state(config: dict, state: dict[str, np.ndarray]) -> GainedHyperprior:
+def trainable_from_state(config: dict, state: dict[str, np.ndarray], model: GainedHyperprior | None = None
+                         ) -> GainedHyperprior:
     """Inverse of :func:`export_state`: a trainable network from a shipped model.
 
     Transform weights are copied, GDN parameters mapped back through compressai's
     re-parametrisation, the exact h_s de-quantized (2**-14 steps) and the log2 gains
-    read back; so training can continue from any shipped model."""
-    arch = HyperpriorConfig.from_dict(config["arch"])
-    model = GainedHyperprior(arch)
+    read back; so training can continue from any shipped model. ``model``: fill this
+    network (a method built on the hyperprior) instead of a new ``GainedHyperprior``;
+    its other tensors keep their values."""
+    if model is None:
+        model = GainedHyperprior(HyperpriorConfig.from_dict(config["arch"]))
     sd = model.state_dict()
     with torch.no_grad():
         for k, v in state.items():
@@ -146,10 +149,10 @@ def serialize(state: dict[str, np.ndarray]) -> bytes:
     return st_save({k: np.ascontiguousarray(v) for k, v in state.items()}, metadata={"format": str(FORMAT_VERSION)})
 
 
-def make_config(name: str, arch: HyperpriorConfig, **extra) -> dict:
+def make_config(name: str, arch: HyperpriorConfig, method: str = "hyperprior", **extra) -> dict:
     return {
         "name": name,
-        "method": "hyperprior",
+        "method": method,
         "task": "recon",
         "format_version": FORMAT_VERSION,
         "arch": arch.to_dict(),
@@ -158,20 +161,23 @@ def make_config(name: str, arch: HyperpriorConfig, **extra) -> dict:
     }
 
 
-def export_checkpoint(ckpt_path: Path, out_dir: Path, name: str, compact: bool = False, **extra) -> Path:
+def export_checkpoint(ckpt_path: Path, out_dir: Path, name: str, compact: bool = False, *, method: str = "hyperprior",
+                      model_cls=GainedHyperprior, config_cls=HyperpriorConfig, export=None, **extra) -> Path:
     ck = torch.load(ckpt_path, map_location="cpu", weights_only=False)
-    arch = HyperpriorConfig.from_dict(ck["config"])
-    model = GainedHyperprior(arch)
+    arch = config_cls.from_dict(ck["config"])
+    model = model_cls(arch)
     model.load_state_dict(ck["model"])
-    blob = serialize(export_state(model, compact))
+    blob = serialize((export or export_state)(model, compact))
     out_dir.mkdir(parents=True, exist_ok=True)
-    cfg = make_config(name, arch, train_step=ck.get("step"), **extra)
+    cfg = make_config(name, arch, method, train_step=ck.get("step"), **extra)
     (out_dir / "model.safetensors").write_bytes(blob)
     (out_dir / "config.json").write_text(json.dumps(cfg, indent=2) + "\n")
     return out_dir
 
 
-def main(argv=None) -> None:
+def main(argv=None, **method_kw) -> None:
+    """The exporter's command line; ``method_kw`` (method, model_cls, config_cls,
+    export) lets a method built on the hyperprior reuse it."""
     p = argparse.ArgumentParser(prog="python -m icmcodec.zoo.export", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("checkpoint", type=Path)
     p.add_argument("out_dir", type=Path)
@@ -184,7 +190,7 @@ def main(argv=None) -> None:
     extra = {"default": a.default}
     if a.default_quality is not None:
         extra["default_quality"] = a.default_quality
-    out = export_checkpoint(a.checkpoint, a.out_dir, a.name, compact=a.compact, **extra)
+    out = export_checkpoint(a.checkpoint, a.out_dir, a.name, compact=a.compact, **method_kw, **extra)
     blob = (out / "model.safetensors").read_bytes()
     print(f"wrote {out} ({len(blob)} bytes, hash {model_hash(blob).hex()})")
 
