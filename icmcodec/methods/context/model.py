@@ -100,7 +100,14 @@ class GainedContext(GainedHyperprior):
         self.ctx = ContextNets(cfg)
 
     def forward(self, x: torch.Tensor, levels: torch.Tensor) -> dict:
-        y = self.g_a(x)
+        out = self.entropy(self.g_a(x), levels)
+        out["x_hat"] = self.g_s(out.pop("y_hat"))
+        return out
+
+    def entropy(self, y: torch.Tensor, levels: torch.Tensor) -> dict:
+        """Everything between the analysis and the synthesis: the decoded latent
+        (un-gained) and the likelihoods of y and z. Training the entropy model alone
+        (``fit_entropy``) runs only this, on cached latents."""
         z = self.h_a(y)
         z_hat, z_lik = self.entropy_bottleneck(z)
         mean_h, ls_h = self.h_s(z_hat)
@@ -125,8 +132,7 @@ class GainedContext(GainedHyperprior):
             scale_g = torch.exp2(ls.clamp(-8, 12) + lg[:, sl])
             v = yg[:, sl] + torch.empty_like(yg[:, sl]).uniform_(-0.5, 0.5) if self.training else yk_hat * g
             liks.append(self.gaussian_likelihood(v, mean * g, scale_g))
-        x_hat = self.g_s(torch.cat(y_hat, 1))
-        return {"x_hat": x_hat, "y_lik": torch.cat(liks, 1), "z_lik": z_lik}
+        return {"y_hat": torch.cat(y_hat, 1), "y_lik": torch.cat(liks, 1), "z_lik": z_lik}
 
     @staticmethod
     def _quantize(v: torch.Tensor, mean: torch.Tensor) -> torch.Tensor:

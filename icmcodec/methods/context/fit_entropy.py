@@ -1,0 +1,158 @@
+"""Fit the context model's entropy networks on cached latents, transforms frozen.
+
+    python -m icmcodec.methods.context.fit_entropy --init icmcodec/zoo/models/hp-base \\
+        --data ../shared/data/clean:4 --data ../shared/data/bsds500/images/train:1 \\
+        --val ../shared/data/photos --run runs/ctx-fit --steps 6000
+
+A context model changes only how the latent is *coded*; warm-started from a trained
+hyperprior (same g_a, g_s, h_a, h_s, gains), most of what it can gain is in its context
+and parameter networks. Those are small and work at 1/16 of the picture's resolution,
+so this trainer runs g_a once over a set of random crops, keeps their latents in
+memory, and then trains only the context networks (``ctx.*``) on the rate of y, at
+random quality levels, thousands of steps a minute on a CPU. The transforms, the hyper
+networks and the gains stay as they are, so distortion moves only through the rounding
+offsets (the means), which the rate-distortion benchmark measures on real files.
+
+Full joint training (``python -m icmcodec.train --method context --init ...``) is the
+same model and the better run where a GPU is at hand. The run folder holds
+``train_config.json``, ``last.pt`` (``--resume``), ``log.csv`` and ``val.csv``;
+``python -m icmcodec.zoo.export RUN/last.pt DIR --name NAME`` ships it.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from icmcodec.methods.context.model import ContextConfig, GainedContext
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(prog="python -m icmcodec.methods.context.fit_entropy", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--init", required=True, help="a hyperprior (or context) model folder or checkpoint")
+    p.add_argument("--data", action="append", default=[], metavar="DIR[:WEIGHT]")
+    p.add_argument("--val", help="folder of validation photos (768x512 centre crops)")
+    p.add_argument("--run", required=True)
+    p.add_argument("--crops", type=int, default=1200, help="random crops whose latents are cached")
+    p.add_argument("--crop", type=int, default=256)
+    p.add_argument("--steps", type=int, default=6000)
+    p.add_argument("--batch", type=int, default=16)
+    p.add_argument("--lr", type=float, default=1e-3)
+    p.add_argument("--slices", default="16,16,32,64,64")
+    p.add_argument("--hidden", type=int, default=64)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--val-every", type=int, default=1000)
+    p.add_argument("--resume", action="store_true")
+    return p.parse_args(argv)
+
+
+@torch.no_grad()
+def cache_latents(model, sampler, n: int, batch: int = 8) -> torch.Tensor:
+    ys = []
+    t0 = time.time()
+    for i in range(0, n, batch):
+        x = sampler.batch_u8(min(batch, n - i)).float().div_(255)
+        ys.append(model.g_a(x))
+        if (i // batch) % 25 == 0:
+            print(f"latents {i + batch}/{n} ({time.time() - t0:.0f}s)", file=sys.stderr, flush=True)
+    return torch.cat(ys)
+
+
+@torch.no_grad()
+def rate(model, ys: list[torch.Tensor], levels: int) -> list[float]:
+    """Mean bits per latent position-group (y and z) per level, rounded latents."""
+    model.eval()
+    out = []
+    for level in range(levels):
+        bits = 0.0
+        for y in ys:
+            r = model.entropy(y, torch.tensor([level]))
+            bits += float(-torch.log2(r["y_lik"]).sum() - torch.log2(r["z_lik"]).sum())
+        out.append(bits)
+    model.train()
+    return out
+
+
+def main(argv=None) -> None:
+    from icmcodec.imageio import load_rgb
+    from icmcodec.train import CropSampler, init_arch, init_from, list_images
+
+    a = parse_args(argv)
+    run = Path(a.run)
+    run.mkdir(parents=True, exist_ok=True)
+    torch.manual_seed(a.seed)
+    base = init_arch(a.init)
+    fields = ContextConfig().to_dict()
+    cfg = ContextConfig.from_dict({**fields, **{k: v for k, v in base.items() if k in fields},
+                                   "slices": [int(s) for s in a.slices.split(",")], "hidden": a.hidden})
+    model = GainedContext(cfg)
+    init_from(model, a.init)
+    step = 0
+    if a.resume:
+        ck = torch.load(run / "last.pt", map_location="cpu", weights_only=False)
+        model.load_state_dict(ck["model"])
+        step = ck["step"]
+    for name, p in model.named_parameters():
+        p.requires_grad_(name.startswith("ctx."))
+    opt = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=a.lr)
+    if a.resume:
+        opt.load_state_dict(ck["opt"])
+    (run / "train_config.json").write_text(json.dumps({"args": vars(a), "model": cfg.to_dict()}, indent=2))
+    sampler = CropSampler([(d.partition(":")[0], float(d.partition(":")[2] or 1)) for d in a.data], a.crop,
+                          a.seed + step)
+    ys = cache_latents(model, sampler, a.crops)
+    val = []
+    if a.val:
+        for p in list_images(Path(a.val)):
+            img = load_rgb(p)
+            h, w = img.shape[:2]
+            ch, cw = min(h, 512) // 64 * 64, min(w, 768) // 64 * 64
+            c = img[(h - ch) // 2:(h - ch) // 2 + ch, (w - cw) // 2:(w - cw) // 2 + cw]
+            with torch.no_grad():
+                val.append(model.g_a(torch.from_numpy(c.copy()).permute(2, 0, 1)[None].float().div(255)))
+        start = rate(model, val, cfg.levels)
+    rng = np.random.default_rng(a.seed + step)
+    log = open(run / "log.csv", "a")
+    t0, acc = time.time(), []
+    while step < a.steps:
+        lr = a.lr if step < 0.7 * a.steps else a.lr * 0.1
+        for g in opt.param_groups:
+            g["lr"] = lr
+        i = rng.integers(len(ys), size=a.batch)
+        y = ys[i]
+        if rng.random() < 0.5:
+            y = y.flip(-1)
+        levels = torch.from_numpy(rng.integers(0, cfg.levels, size=a.batch))
+        r = model.entropy(y, levels)
+        loss = -torch.log2(r["y_lik"]).sum() / y.shape[0] / (y.shape[-1] * y.shape[-2] * 256)  # bits per pixel
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        step += 1
+        acc.append(float(loss))
+        if step % 100 == 0:
+            log.write(f"{step},{lr:.3g},{np.mean(acc):.5f},{time.time() - t0:.0f}\n")
+            log.flush()
+            print(f"step {step}/{a.steps} y bpp {np.mean(acc):.4f} ({time.time() - t0:.0f}s)", file=sys.stderr,
+                  flush=True)
+            acc = []
+        if step % a.val_every == 0 or step == a.steps:
+            if val:
+                now = rate(model, val, cfg.levels)
+                rel = [f"L{k}:{100 * (n / s - 1):+.2f}%" for k, (n, s) in enumerate(zip(now, start))]
+                with open(run / "val.csv", "a") as f:
+                    f.write(f"{step}," + ",".join(f"{n / s - 1:.5f}" for n, s in zip(now, start)) + "\n")
+                print("val bits vs the start: " + " ".join(rel), file=sys.stderr, flush=True)
+            torch.save({"model": model.state_dict(), "opt": opt.state_dict(), "step": step,
+                        "config": cfg.to_dict(), "method": "context"}, run / "last.tmp")
+            (run / "last.tmp").replace(run / "last.pt")
+
+
+if __name__ == "__main__":
+    main()
