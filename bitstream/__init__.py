@@ -1,4 +1,4 @@
-"""The ``.icm`` container format, version 1.0. This docstring is the normative spec.
+"""The ``.icm`` container format, version 1.1. This docstring is the normative spec.
 
 Pure Python (``struct`` and ``zlib``): no torch, no numpy, no ``icmcodec`` import, so
 ``icm info`` is instant and other tools can read headers with the standard library.
@@ -27,8 +27,11 @@ All integers are little-endian. A file is ``header | chunk table | payloads | cr
                                   rounded up to a multiple of ``PAD_UNIT`` (64)
     48     4     coded_width      padded width, the same rule
     52     16    model_hash       first 16 bytes of SHA-256 of the base model file
-    68     16    adapter_hash     first 16 bytes of SHA-256 of the task adapter or
-                                  prompt set; 16 zero bytes for none
+    68     16    adapter_hash     first 16 bytes of SHA-256 of the per-task artifact the
+                                  decoder needs: the task adapter or prompt set of the
+                                  method, or, for methods that code a picture
+                                  (hyperprior, context), the task network it runs on
+                                  the picture; 16 zero bytes for none (recon)
     84     2     chunk_count      number of chunk table entries (<= MAX_CHUNKS)
     86     2     reserved         0
     88     8*n   chunk table      per chunk: u16 type (ChunkType), u16 chunk flags
@@ -70,6 +73,15 @@ same coded size, say) decodes to *some* picture of the header's size: the format
 tell it from a real one. Either way decoding takes time and memory bounded by the
 picture size in the header, never by the payload.
 
+Versions. A reader accepts every minor version of its major and refuses the rest.
+
+* 1.0: method hyperprior; one HYPER and one LATENT chunk.
+* 1.1: adds method ``CONTEXT`` (6). Its LATENT chunk is one range-coded stream of
+  several *segments* (channel slices, each in two checkerboard passes; see
+  ``icmcodec.methods.context``), each segment coded as a whole 1.0 stream is. A 1.0
+  reader refuses such a file by its method id (``UnknownValueError``). Writers write
+  1.1 for every file; every 1.0 file is a valid 1.1 file.
+
 The enums below are frozen: every value is explicit, none is ever derived from list
 order, and a retired value is never reused.
 """
@@ -83,7 +95,7 @@ from enum import IntEnum
 
 MAGIC = b"\x89ICM\r\n\x1a\n"
 MAJOR = 1
-MINOR = 0
+MINOR = 1
 
 MAX_SIDE = 1 << 16
 MAX_PIXELS = 1 << 26

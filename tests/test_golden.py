@@ -49,6 +49,7 @@ def decoded_symbols(codec, data: bytes):
 def test_stored_file_decodes_to_stored_symbols(name):
     data = (GOLDEN_DIR / f"{name}.icm").read_bytes()
     assert hashlib.sha256(data).hexdigest() == GOLDEN[name]["file_sha256"]
+    assert data[8:10] == bytes([1, 0])  # made as format 1.0: a 1.1 reader reads it unchanged
     codec = codec_of(name)
     assert codec.model_hash.hex() == GOLDEN[name]["model_hash"] == bitstream.unpack(data).header.model_hash.hex()
     assert symbol_digest(*decoded_symbols(codec, data)) == GOLDEN[name]["symbols_sha256"]
