@@ -106,7 +106,12 @@ def main(argv=None) -> None:
     (run / "train_config.json").write_text(json.dumps({"args": vars(a), "model": cfg.to_dict()}, indent=2))
     sampler = CropSampler([(d.partition(":")[0], float(d.partition(":")[2] or 1)) for d in a.data], a.crop,
                           a.seed + step)
-    ys = cache_latents(model, sampler, a.crops)
+    cache = run / "latents.pt"  # the frozen g_a's output: computed once per run folder
+    if cache.exists():
+        ys = torch.load(cache)
+    else:
+        ys = cache_latents(model, sampler, a.crops)
+        torch.save(ys, cache)
     val = []
     if a.val:
         for p in list_images(Path(a.val)):
@@ -135,7 +140,7 @@ def main(argv=None) -> None:
         loss.backward()
         opt.step()
         step += 1
-        acc.append(float(loss))
+        acc.append(float(loss.detach()))
         if step % 100 == 0:
             log.write(f"{step},{lr:.3g},{np.mean(acc):.5f},{time.time() - t0:.0f}\n")
             log.flush()
