@@ -7,10 +7,8 @@ written); 2 a usage error, or the one input given is damaged or unreadable.
 from __future__ import annotations
 
 import json
-import os
 import sys
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
 import click
@@ -18,253 +16,10 @@ import click
 import bitstream
 from icmcodec.registry import TASK_NAMES
 
-EXIT_OK, EXIT_PARTIAL, EXIT_USAGE = 0, 1, 2
-
-
-class InputError(Exception):
-    """A bad input: reported in one line; exit 2 if it was the only input."""
-
-
-@dataclass
-class Job:
-    src: str  # path, or "-" for stdin bytes
-    rel: Path  # relative output stem (for --out-dir)
-    error: str | None = None  # found broken while listing: fails with this message
-
-
-def _fail(msg: str) -> None:
-    click.echo(f"icm: error: {msg}", err=True)
-    sys.exit(EXIT_USAGE)
-
-
-def collect(inputs: tuple[str, ...], suffixes: tuple[str, ...], stdin_is_list: bool) -> list[Job]:
-    """Expand files, folders (recursively, keeping relative paths) and '-'.
-
-    A link inside a folder that cannot be followed (a loop, or a target that is gone)
-    becomes a job of its own that fails with the reason, so the batch reports it."""
-    jobs: list[Job] = []
-    for item in inputs:
-        if item == "-":
-            if stdin_is_list:
-                for line in sys.stdin:
-                    line = line.rstrip("\r\n")
-                    if line:
-                        jobs.append(Job(line, Path(Path(line).name)))
-            else:
-                jobs.append(Job("-", Path("stdin")))
-            continue
-        p = Path(item)
-        if p.is_dir():
-            jobs.extend(walk(p, suffixes))
-        else:
-            jobs.append(Job(item, Path(p.name)))
-    return jobs
-
-
-def walk(root: Path, suffixes: tuple[str, ...]) -> list[Job]:
-    """Files under ``root`` with one of ``suffixes``, sorted, following links to folders
-    once (a folder reached again through a link is a loop and is reported)."""
-    found: list[Job] = []
-    seen: set[tuple[int, int]] = set()  # the folders being read, root to here
-
-    def visit(folder: Path, rel: Path) -> None:
-        st = folder.stat()
-        me = (st.st_dev, st.st_ino)
-        if me in seen:  # a link back to a folder we are inside
-            found.append(Job(str(folder), rel, "symlink loop: the link leads back to a folder above it"))
-            return
-        seen.add(me)
-        try:
-            _visit_entries(folder, rel)
-        finally:
-            seen.discard(me)
-
-    def _visit_entries(folder: Path, rel: Path) -> None:
-        try:
-            entries = sorted(os.scandir(folder), key=lambda e: e.name)
-        except OSError as e:
-            found.append(Job(str(folder), rel, f"cannot list the folder ({e.strerror})"))
-            return
-        for e in entries:
-            path, sub = Path(e.path), rel / e.name
-            try:
-                is_dir, is_file = e.is_dir(), e.is_file()
-                if e.is_symlink():
-                    os.stat(e.path)  # raises for a loop or a dangling link
-            except OSError as err:
-                found.append(Job(str(path), sub, f"cannot follow the link ({err.strerror or err})"))
-                continue
-            if is_dir:
-                visit(path, sub)
-            elif is_file and path.suffix.lower() in suffixes:
-                found.append(Job(str(path), sub))
-
-    visit(root, Path())
-    return found
-
-
-def output_path(job: Job, out: str | None, out_dir: str | None, suffix: str) -> Path | None:
-    """Where a job's output goes; None means stdout."""
-    if out == "-":
-        return None
-    if out:
-        return Path(out)
-    if out_dir:
-        return Path(out_dir) / job.rel.with_suffix(suffix)
-    if job.src == "-":
-        raise InputError("reading from stdin: give -o FILE (or -o - for stdout)")
-    return Path(job.src).with_suffix(suffix)
-
-
-def image_jobs(inputs: tuple[str, ...], out: str | None, out_dir: str | None) -> list[Job]:
-    """Picture inputs (files, folders, '-' for a list of paths); -o needs exactly one."""
-    from icmcodec.imageio import IMAGE_SUFFIXES
-
-    jobs = collect(inputs, tuple(IMAGE_SUFFIXES), stdin_is_list=True)
-    if out and len(jobs) != 1:
-        _fail(f"-o names one output but there are {len(jobs)} inputs; use --out-dir")
-    check_out(out, out_dir)
-    _quiet_torch_warnings()
-    return jobs
-
-
-def check_out(out: str | None, out_dir: str | None) -> None:
-    """Usage errors about the output arguments, before any work."""
-    if out and out != "-" and Path(out).is_dir():
-        _fail(f"-o {out} is a folder; use --out-dir for a folder")
-    if out_dir and Path(out_dir).exists() and not Path(out_dir).is_dir():
-        _fail(f"--out-dir {out_dir} is a file, not a folder")
-
-
-def output_files(job: Job, out: str | None, out_dir: str | None, files: dict[str, bytes],
-                 task: str) -> list[tuple[Path | None, bytes]]:
-    """Where each output file of a job goes. The first file is the main output: named
-    ``<stem><suffix>`` (``street.semseg.png``) beside the input or under ``--out-dir``,
-    or exactly ``-o``; side files (a legend, a preview) take the main output's name
-    with their own ending (``-o x.png`` -> ``x.json``). ``-o -``: the main file only."""
-    suffixes = list(files)
-    main = output_path(job, out, out_dir, suffixes[0])
-    if main is None:
-        return [(None, files[suffixes[0]])]
-    placed = [(main, files[suffixes[0]])]
-    for sfx in suffixes[1:]:
-        if out:
-            base = main.with_suffix("")
-            placed.append((base.with_name(base.name + sfx.removeprefix(f".{task}")), files[sfx]))
-        else:
-            placed.append((output_path(job, None, out_dir, sfx), files[sfx]))
-    return placed
-
-
-class Progress:
-    """A progress bar on stderr when it is a terminal; silent otherwise."""
-
-    def __init__(self, total: int, label: str):
-        self.total, self.label, self.done = total, label, 0
-        self.on = total > 1 and sys.stderr.isatty()
-
-    def step(self) -> None:
-        self.done += 1
-        if self.on:
-            n = 30 * self.done // self.total
-            sys.stderr.write(f"\r{self.label} [{'#' * n}{'.' * (30 - n)}] {self.done}/{self.total}")
-            sys.stderr.flush()
-
-    def close(self) -> None:
-        if self.on:
-            sys.stderr.write("\n")
-
-
-def run_batch(jobs: list[Job], label: str, work) -> int:
-    """Run ``work(job)`` for each job, keep going past failures, report at the end."""
-    if not jobs:
-        _fail("no inputs found")
-    failed: list[tuple[str, str, bool]] = []
-    notes: list[str] = []
-    progress = Progress(len(jobs), label)
-    t0 = time.time()
-    for job in jobs:
-        try:
-            if job.error:
-                raise InputError(job.error)
-            notes.append(work(job))
-        except InputError as e:
-            failed.append((job.src, str(e), True))
-        except MemoryError:
-            failed.append((job.src, "not enough memory for this picture", True))
-        except KeyboardInterrupt:
-            progress.close()
-            click.echo("icm: interrupted", err=True)
-            sys.exit(130)
-        except Exception as e:  # one line per failure, never a traceback
-            failed.append((job.src, f"internal error ({e.__class__.__name__}: {e})", False))
-        progress.step()
-    progress.close()
-    if len(jobs) == 1 and notes:
-        click.echo(notes[0], err=True)
-    for src, msg, _ in failed:
-        click.echo(f"icm: error: {src}: {msg}", err=True)
-    if len(jobs) > 1:
-        click.echo(f"{label}: {len(jobs) - len(failed)} ok, {len(failed)} failed, {time.time() - t0:.1f} s", err=True)
-    if not failed:
-        return EXIT_OK
-    if len(jobs) == 1 and failed[0][2]:
-        return EXIT_USAGE
-    return EXIT_PARTIAL
-
-
-class Outputs:
-    """Every output path of a batch, checked before anything of a job is written.
-
-    A job's files are all refused, and none written, if one of them would replace an
-    input of the batch, a file this batch already wrote (two inputs mapped to one
-    name: ``a.png`` and ``a.jpg``, or ``x/p.png`` and ``y/p.png`` under one
-    ``--out-dir``), or a folder; or if two of its own files share a name."""
-
-    def __init__(self, jobs: list[Job]):
-        self.inputs = {_key(Path(j.src)): j.src for j in jobs if j.src != "-" and not j.error}
-        self.written: dict[str, str] = {}
-
-    def write(self, job: Job, placed: list[tuple[Path | None, bytes]]) -> None:
-        keys = []
-        for dst, _ in placed:
-            if dst is None:
-                continue
-            k = _key(dst)
-            if k in self.inputs:
-                raise InputError(f"output {dst} would overwrite the input {self.inputs[k]}")
-            if k in self.written:
-                raise InputError(f"output {dst} was already written for {self.written[k]} in this batch "
-                                 "(two inputs map to one output name)")
-            if dst.is_dir():
-                raise InputError(f"output {dst} is a folder")
-            if k in keys:
-                raise InputError(f"two outputs of this input are both named {dst}")
-            keys.append(k)
-        from icmcodec.imageio import atomic_write
-
-        for dst, blob in placed:
-            if dst is None:
-                sys.stdout.buffer.write(blob)
-                sys.stdout.buffer.flush()
-                continue
-            try:
-                atomic_write(dst, blob)
-            except OSError as e:
-                raise InputError(f"cannot write {dst} ({e.strerror or e})") from None
-            self.written[_key(dst)] = job.src
-
-
-def _key(path: Path) -> str:
-    """One spelling per file: absolute, links resolved (also for files not there yet)."""
-    return os.path.normcase(str(path.resolve()))
-
-
-def _quiet_torch_warnings() -> None:
-    import warnings
-
-    warnings.filterwarnings("ignore", category=FutureWarning)
-    warnings.filterwarnings("ignore", category=UserWarning, module="torch")
+from cli.jobs import (
+    InputError, Job, Manifest, Outputs, Skipped, check_out, collect, fail as _fail, image_jobs, output_files,
+    output_path, quiet_torch_warnings, run_batch, select_shard,
+)
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -284,6 +39,20 @@ def main() -> None:
     """
 
 
+def batch_options(f):
+    """--shard, --skip-existing and --manifest: the same on every command that writes."""
+    f = click.option("--manifest", metavar="FILE.jsonl",
+                     help="append one JSON line per output written (input, outputs, bytes, bpp, quality, method, "
+                          "task, hashes, seconds); one manifest per process")(f)
+    f = click.option("--skip-existing", is_flag=True,
+                     help="leave inputs whose outputs are all there alone (outputs appear only when complete, so "
+                          "a killed or repeated job resumes where it stopped)")(f)
+    f = click.option("--shard", metavar="K/N",
+                     help="code only the K-th of N disjoint parts of the inputs, chosen by a stable hash of each "
+                          "input's relative path (the same on every machine, in any order)")(f)
+    return f
+
+
 DEVICE = click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True,
                       help="where the networks run; the bytes decode the same on either")
 
@@ -300,8 +69,14 @@ DEVICE = click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), de
               help="coding method (see 'icm models'); default: the best measured one for the task")
 @click.option("--task-model", default=None,
               help="task network name or folder the decoder will run (machine tasks; default: the task's own)")
+@click.option("--bpp", type=float, default=None,
+              help="rate control: the highest quality whose whole file is at most B bits per pixel")
+@click.option("--max-bytes", type=int, default=None,
+              help="rate control: the highest quality whose whole file fits in N bytes")
+@batch_options
 @DEVICE
-def encode(inputs, out, out_dir, task, quality, model, method, task_model, device):
+def encode(inputs, out, out_dir, task, quality, model, method, task_model, bpp, max_bytes, shard, skip_existing,
+           manifest, device):
     """Encode pictures into .icm files.
 
     INPUTS are image files, folders (searched recursively) or '-' for a list of
@@ -326,35 +101,51 @@ def encode(inputs, out, out_dir, task, quality, model, method, task_model, devic
         _fail(f"method {spec.name} does not code task {task}")
     if task_model and task == "recon":
         _fail("--task-model is for machine tasks, not recon")
-    jobs = image_jobs(inputs, out, out_dir)
+    if quality is not None and (bpp is not None or max_bytes is not None):
+        _fail("give --quality or a rate (--bpp, --max-bytes), not both")
+    jobs = select_shard(image_jobs(inputs, out, out_dir), shard)
     outputs = Outputs(jobs)
+    log = Manifest(manifest)
     from icmcodec import pipeline
     from icmcodec.imageio import ImageInputError, load_rgb
 
     try:
-        codec = pipeline.load_codec(model, device=device)
-        if codec.config.get("method") != spec.name:
-            _fail(f"model {codec.config.get('name')} codes with {codec.config.get('method')}, not {spec.name}")
-        pipeline.check_quality(codec, quality)
-        tasknet = None if task == "recon" else pipeline.load_tasknet(task, task_model, device=device)
+        # an explicit --model decides the method unless --method names another one
+        codec = pipeline.load_codec(model, method=spec.name if (method or not model) else None, device=device)
+        if TASK_NAMES[task] not in METHODS[codec.method].tasks:
+            _fail(f"method {codec.method} does not code task {task}")
+        if bpp is None and max_bytes is None:
+            pipeline.check_quality(codec, quality)
+        else:
+            pipeline.rate_limit(1, bpp, max_bytes)  # checks the values
+        tasknet = (pipeline.load_tasknet(task, task_model, device=device)
+                   if task != "recon" and codec.produces == "picture" else None)
     except (pipeline.UsageError, LookupError) as e:
         _fail(str(e))
 
     def work(job: Job) -> str:
         t0 = time.time()
         dst = output_path(job, out, out_dir, ".icm")
+        if skip_existing and dst is not None and dst.is_file():
+            return Skipped(f"{job.src} -> {dst}: already there")
         try:
             rgb = load_rgb(job.src)
         except ImageInputError as e:
             raise InputError(str(e)) from None
         try:
-            data = pipeline.encode_image(rgb, task=task, quality=quality, codec=codec, tasknet=tasknet)
+            data = pipeline.encode_image(rgb, task=task, quality=quality, codec=codec, tasknet=tasknet, bpp=bpp,
+                                         max_bytes=max_bytes)
         except pipeline.UsageError as e:
             raise InputError(str(e)) from None
         outputs.write(job, [(dst, data)])
+        hd = bitstream.unpack(data).header
         h, w = rgb.shape[:2]
+        log.add({"input": job.src, "output": str(dst) if dst else "-", "bytes": len(data),
+                 "bpp": 8 * len(data) / (h * w), "quality": hd.quality, "method": hd.method.name.lower(),
+                 "task": task, "model_hash": hd.model_hash.hex(), "adapter_hash": hd.adapter_hash.hex(),
+                 "seconds": round(time.time() - t0, 3)})
         return (f"{job.src} -> {dst or 'stdout'}: {len(data)} bytes, {8 * len(data) / (h * w):.4f} bpp, "
-                f"{w}x{h}, {time.time() - t0:.2f} s")
+                f"q {hd.quality:g}, {w}x{h}, {time.time() - t0:.2f} s")
 
     try:
         sys.exit(run_batch(jobs, "encode", work))
@@ -366,8 +157,12 @@ def encode(inputs, out, out_dir, task, quality, model, method, task_model, devic
 @click.argument("inputs", nargs=-1, required=True)
 @click.option("-o", "--output", "out", metavar="OUT", help="output file for a single input; '-' for stdout")
 @click.option("--out-dir", type=click.Path(file_okay=False), help="write outputs here, keeping relative paths")
+@click.option("--task", default=None,
+              help="what to produce: the file's own task (the default), or recon where the file's method "
+                   "codes a picture")
+@batch_options
 @DEVICE
-def decode(inputs, out, out_dir, device):
+def decode(inputs, out, out_dir, task, shard, skip_existing, manifest, device):
     """Decode .icm files into the task's output.
 
     INPUTS are .icm files, folders (searched recursively for *.icm) or '-' for one
@@ -386,12 +181,15 @@ def decode(inputs, out, out_dir, device):
     """
     if out and out_dir:
         _fail("give -o or --out-dir, not both")
-    jobs = collect(inputs, (".icm",), stdin_is_list=False)
+    if task is not None and task not in TASK_NAMES:
+        _fail(f"unknown task {task!r} (one of: {', '.join(TASK_NAMES)})")
+    jobs = select_shard(collect(inputs, (".icm",), stdin_is_list=False), shard)
     if out and len(jobs) != 1:
         _fail(f"-o names one output but there are {len(jobs)} inputs; use --out-dir")
     check_out(out, out_dir)
     outputs = Outputs(jobs)
-    _quiet_torch_warnings()
+    log = Manifest(manifest)
+    quiet_torch_warnings()
     from icmcodec import pipeline
     from icmcodec.entropy import CorruptStreamError
 
@@ -402,13 +200,23 @@ def decode(inputs, out, out_dir, device):
             raise InputError(f"cannot read ({e.strerror})") from None
         try:
             t_load = time.time()
-            codec = pipeline.codec_for(bitstream.unpack(data).header, device)  # cached after the first
+            hd = bitstream.unpack(data).header
+            if skip_existing:
+                want = pipeline.output_suffixes(task or hd.task.name.lower())
+                planned = output_files(job, out, out_dir, dict.fromkeys(want, b""), task or hd.task.name.lower())
+                if all(p is not None and p.is_file() for p, _ in planned):
+                    return Skipped(f"{job.src}: outputs already there")
+            codec = pipeline.codec_for(hd, device)  # cached after the first
             t0 = time.time()
-            res = pipeline.decode_bytes(data, codec=codec)
+            res = pipeline.decode_bytes(data, task=task, codec=codec)
         except (bitstream.BitstreamError, CorruptStreamError, pipeline.UsageError) as e:
             raise InputError(str(e)) from None
         placed = output_files(job, out, out_dir, res.files(), res.task)
         outputs.write(job, placed)
+        log.add({"input": job.src, "outputs": [str(p) if p else "-" for p, _ in placed], "task": res.task,
+                 "bpp": res.bpp, "quality": hd.quality, "method": hd.method.name.lower(),
+                 "model_hash": hd.model_hash.hex(), "adapter_hash": hd.adapter_hash.hex(),
+                 "seconds": round(time.time() - t_load, 3)})
         return (f"{job.src} -> {placed[0][0] or 'stdout'}: {res.task}, {res.bpp:.4f} bpp, {time.time() - t0:.2f} s "
                 f"(model load {t0 - t_load:.2f} s)")
 

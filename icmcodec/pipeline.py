@@ -94,6 +94,13 @@ class Decoded:
         return self.tasknet.write(self.output)
 
 
+def output_suffixes(task: str) -> tuple[str, ...]:
+    """The files ``decode`` writes for a task, as suffixes, main file first."""
+    from icmcodec.tasks.writers import SUFFIXES
+
+    return SUFFIXES[task]
+
+
 def check_quality(codec, quality: float | None) -> float:
     """The canonical quality to code with: the model's default when None."""
     lo, hi = codec.quality_range
@@ -105,13 +112,17 @@ def check_quality(codec, quality: float | None) -> float:
 
 def encode_image(rgb: np.ndarray, *, task: str = "recon", quality: float | None = None,
                  model: str | None = None, method: str | None = None, device: str = "auto", codec=None,
-                 tasknet=None) -> bytes:
+                 tasknet=None, bpp: float | None = None, max_bytes: int | None = None) -> bytes:
     """H x W x 3 uint8 RGB -> complete ``.icm`` file bytes.
 
     The codec is ``codec``, else ``model``, else the default model of ``method`` (or of
     the task's default method). For a machine task coded as a picture, the header
     names the task network the decoder will run (``tasknet``, default: the task's
-    installed default)."""
+    installed default).
+
+    Rate control: ``max_bytes`` codes at the highest quality whose whole file fits in
+    that many bytes, ``bpp`` at the highest whose file is at most that many bits per
+    pixel (``quality`` is then ignored); see :func:`fit_rate`."""
     if task not in TASK_NAMES:
         raise UsageError(f"unknown task {task!r} (one of: {', '.join(TASK_NAMES)})")
     if codec is None:
@@ -127,18 +138,95 @@ def encode_image(rgb: np.ndarray, *, task: str = "recon", quality: float | None 
         if tasknet is None:
             tasknet = load_tasknet(task, device=device)
         adapter_hash = tasknet.hash
-    q = check_quality(codec, quality)
     h, w = rgb.shape[:2]
     if h * w > bitstream.MAX_PIXELS or max(h, w) > bitstream.MAX_SIDE:
         raise UsageError(f"image is {w}x{h}, over the limits ({bitstream.MAX_PIXELS} pixels, "
                          f"{bitstream.MAX_SIDE} a side)")
-    enc = codec.encode_picture(rgb, q, task)
-    header = bitstream.Header(
-        method=spec.method_id, task=TASK_NAMES[task], coder=CoderId.RANGE_CATEGORICAL_V1,
-        quality=q, height=h, width=w, coded_height=enc.coded_size[0], coded_width=enc.coded_size[1],
-        model_hash=codec.model_hash, adapter_hash=adapter_hash,
-    )
-    return bitstream.pack(header, enc.chunks)
+
+    def pack(enc, q: float) -> bytes:
+        header = bitstream.Header(
+            method=spec.method_id, task=TASK_NAMES[task], coder=CoderId.RANGE_CATEGORICAL_V1,
+            quality=q, height=h, width=w, coded_height=enc.coded_size[0], coded_width=enc.coded_size[1],
+            model_hash=codec.model_hash, adapter_hash=adapter_hash,
+        )
+        return bitstream.pack(header, enc.chunks)
+
+    if bpp is not None or max_bytes is not None:
+        limit = rate_limit(h * w, bpp, max_bytes)
+        return fit_rate(codec, codec.analyse(rgb), limit, pack)
+    q = check_quality(codec, quality)
+    return pack(codec.encode_picture(rgb, q, task), q)
+
+
+def rate_limit(pixels: int, bpp: float | None, max_bytes: int | None) -> int:
+    """The byte budget of a picture from ``--bpp`` or ``--max-bytes`` (the smaller of both)."""
+    limits = []
+    if bpp is not None:
+        if not np.isfinite(bpp) or bpp <= 0:
+            raise UsageError(f"--bpp must be a positive number, not {bpp:g}")
+        limits.append(int(bpp * pixels / 8))
+    if max_bytes is not None:
+        if max_bytes <= 0:
+            raise UsageError(f"--max-bytes must be positive, not {max_bytes}")
+        limits.append(int(max_bytes))
+    return min(limits)
+
+
+def fit_rate(codec, analysis, limit: int, pack) -> bytes:
+    """The file of the highest quality (on the 1/256 grid) whose whole file is at most
+    ``limit`` bytes. ``pack(encoded, quality) -> bytes``.
+
+    One analysis, then only the quality-dependent coding per trial: the sizes are
+    bracketed and the bracket narrowed by secant steps on log(size), which is nearly
+    linear in the quality, with a bisection step whenever a secant step would not
+    halve the bracket. Sizes grow with the quality; where they do not by a few bytes,
+    the answer is still a file within the limit."""
+    lo_q, hi_q = codec.quality_range
+    lo, hi = int(np.ceil(lo_q * 256)), int(np.floor(hi_q * 256))
+    tried: dict[int, bytes] = {}
+
+    def size(qi: int) -> int:
+        if qi not in tried:
+            tried[qi] = pack(codec.code(analysis, qi / 256), qi / 256)
+        return len(tried[qi])
+
+    # first guess: the default quality; then step the bracket open with a typical slope
+    g = int(round(codec.default_quality * 256))
+    g = min(max(g, lo), hi)
+    slope = np.log(2) / 256  # a doubling of the size per quality unit, corrected by the first steps
+    if size(g) <= limit:
+        good, bad = g, None
+    else:
+        good, bad = None, g
+    while good is None or bad is None:
+        ref = good if good is not None else bad
+        step = int(np.clip((np.log(limit) - np.log(size(ref))) / slope, -hi + lo, hi - lo))
+        step = step if step else (1 if good is not None else -1)
+        nxt = min(max(ref + step, lo), hi)
+        if nxt == ref:  # at the end of the range
+            break
+        s = size(nxt)
+        slope = max(abs(np.log(s) - np.log(size(ref))) / abs(nxt - ref), 1e-4)
+        if s <= limit:
+            good = nxt if good is None or nxt > good else good
+        else:
+            bad = nxt if bad is None or nxt < bad else bad
+    if good is None:
+        raise UsageError(f"even the lowest quality ({lo / 256:g}) needs {size(lo)} bytes, over the budget of {limit}")
+    if bad is None:
+        return tried[good]  # the highest quality fits
+    while bad - good > 1:
+        a, b = np.log(size(good)), np.log(size(bad))
+        t = (np.log(limit) - a) / (b - a) if b > a else 0.5
+        g = good + int(round(t * (bad - good)))
+        g = min(max(g, good + 1), bad - 1)
+        if min(g - good, bad - g) < (bad - good) // 4:  # a lopsided secant step: bisect instead
+            g = (good + bad) // 2
+        if size(g) <= limit:
+            good = g
+        else:
+            bad = g
+    return tried[good]
 
 
 def codec_for(header: bitstream.Header, device: str = "auto"):

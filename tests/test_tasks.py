@@ -195,3 +195,19 @@ def test_greedy_and_maximum_matching_agree_closely_on_random_edges():
     _, n_g = M.match_count(pred, gt, 2.5, "greedy")
     _, n_m = M.match_count(pred, gt, 2.5, "maximum")
     assert n_g <= n_m and n_g >= 0.85 * n_m
+
+
+def test_writer_suffix_table_matches_the_writers():
+    import numpy as np
+
+    from icmcodec.tasks.registry import TASKS
+    from icmcodec.tasks.writers import SUFFIXES, write_recon
+
+    outputs = {"semseg": np.zeros((4, 4), np.uint8), "boundary": np.zeros((4, 4)), "saliency": np.zeros((4, 4)),
+               "depth": np.ones((4, 4)), "normal": np.dstack([np.zeros((4, 4))] * 2 + [np.ones((4, 4))]),
+               "cls": None}
+    assert tuple(write_recon(np.zeros((4, 4, 3), np.uint8))) == SUFFIXES["recon"]
+    for name, spec in TASKS.items():
+        out = outputs[name] if name != "cls" else np.array([0.7, 0.3])
+        labels = ["a", "b"] if name == "cls" else spec.labels
+        assert tuple(spec.write(out, labels)) == SUFFIXES[name], name

@@ -3,8 +3,9 @@
 The pipeline (and through it the CLI and the benchmarks) talks to every method the same
 way:
 
-* ``encode_picture(rgb, quality, task) -> Encoded``: the typed chunks of one picture,
-  the coded size, and the symbols (for tests and rate control);
+* ``analyse(rgb)`` once, then ``code(analysis, quality) -> Encoded`` for any number
+  of qualities: the typed chunks of one picture, the coded size, and the symbols
+  (``encode_picture`` does both; rate control repeats only ``code``);
 * ``decode_chunks(header, chunks)``: what the method produces, per ``produces``: a
   picture (``"picture"``: H x W x 3 uint8; for a machine task the pipeline then runs the
   task network the file names), backbone features (``"features"``: a decoder-side head
@@ -55,8 +56,17 @@ class Codec:
         lo, hi = self.quality_range
         return float(self.config.get("default_quality", (lo + hi) / 2))
 
-    def encode_picture(self, rgb: np.ndarray, quality: float, task: str = "recon") -> Encoded:
+    def analyse(self, rgb: np.ndarray):
+        """The quality-independent part of an encode (transforms, side information)."""
         raise NotImplementedError
+
+    def code(self, analysis, quality: float) -> Encoded:
+        """The chunks of an analysed picture at one quality (rate control calls this
+        many times for one analysis)."""
+        raise NotImplementedError
+
+    def encode_picture(self, rgb: np.ndarray, quality: float, task: str = "recon") -> Encoded:
+        return self.code(self.analyse(rgb), quality)
 
     def decode_chunks(self, header: bitstream.Header, chunks: list[bitstream.Chunk]):
         raise NotImplementedError

@@ -29,6 +29,12 @@ def _prob_png(p: np.ndarray) -> bytes:
     return png_bytes(Image.fromarray(a, "L"))
 
 
+# what each task's writer returns, main file first (``--skip-existing`` checks them all)
+SUFFIXES = {"recon": (".png",), "semseg": (".semseg.png", ".semseg.json"),
+            "depth": (".depth.png", ".depth.preview.png"), "boundary": (".boundary.png",),
+            "saliency": (".saliency.png",), "normal": (".normal.png",), "cls": (".cls.json",)}
+
+
 def write_recon(rgb: np.ndarray) -> dict[str, bytes]:
     return {".png": png_bytes(Image.fromarray(np.asarray(rgb, dtype=np.uint8), "RGB"))}
 

@@ -16,7 +16,10 @@ import torch
 from icmcodec.exact import ACT_FRAC, entropy_params, gain_shift, quality_log2_gain
 from icmcodec.methods.context.exact import ExactContext
 from icmcodec.methods.context.model import ContextConfig
-from icmcodec.methods.hyperprior.codec import PAD, HyperpriorCodec, padded_size
+import bitstream
+from bitstream import ChunkType
+from icmcodec.methods.base import Encoded
+from icmcodec.methods.hyperprior.codec import PAD, Analysis, HyperpriorCodec
 
 
 class ContextCodec(HyperpriorCodec):
@@ -53,16 +56,18 @@ class ContextCodec(HyperpriorCodec):
                     sc = self.ctx.spatial(k, np.where(anchors, y_hat[c0:c1], 0).astype(np.float64)).cpu()
         return y_sym, y_hat
 
+    def analyse(self, rgb: np.ndarray) -> Analysis:
+        an = super().analyse(rgb)
+        if an.hyper is None:  # the passes need the hyper output whole
+            an.hyper = self._hyper_params(an.z_sym)
+        return an
+
     @torch.no_grad()
-    def encode(self, rgb: np.ndarray, quality: float) -> dict:
-        h, w = rgb.shape[:2]
-        ph, pw = padded_size(h, w)
-        y = self._analysis(np.pad(rgb, ((0, ph - h), (0, pw - w), (0, 0)), mode="edge"))
-        z = self._hyper_analysis(y)
-        z_sym = np.rint(z - self.z_median_fp[:, None, None] / (1 << ACT_FRAC)).astype(np.int64)
-        mean_h, ls_h = self._hyper_params(z_sym)
+    def code(self, an: Analysis, quality: float) -> Encoded:
+        mean_h, ls_h = an.hyper
         lg = quality_log2_gain(self.log2_gain_fp, quality)
         gain = np.exp2(lg / (1 << ACT_FRAC))
+        y = an.y
         enc = self.y_coder.encoder()
 
         def code(k, sel, idx, mean_g):
@@ -73,8 +78,8 @@ class ContextCodec(HyperpriorCodec):
             return sym
 
         y_sym, _ = self._passes(mean_h, ls_h, lg, y.shape, code)
-        return {"coded_size": (ph, pw), "z": self.z_coder.encode(z_sym, self._z_index(z_sym.shape)),
-                "y": enc.finish(), "z_sym": z_sym, "y_sym": y_sym}
+        chunks = [bitstream.Chunk(ChunkType.HYPER, an.z_bytes), bitstream.Chunk(ChunkType.LATENT, enc.finish())]
+        return Encoded(an.coded_size, chunks, {"z": an.z_sym, "y": y_sym})
 
     def decode_latents(self, z_bytes: bytes, y_bytes: bytes, coded_size, quality: float):
         """(z symbols, y symbols, y_hat un-gained fixed point, log2 gains)."""

@@ -27,6 +27,20 @@ PAD = 64  # g_a down-samples by 16, h_a by 4 more: bitstream.PAD_UNIT
 # z symbols beyond this saturate the exact path's activation limit anyway; clamping them
 # first keeps ``z * 2**ACT_FRAC`` inside int64 for any file (the same rule on both sides)
 Z_SYMBOL_LIMIT = 1 << 20
+# an analysis keeps the exact hyper output (two int64 arrays) for latents up to this
+# many values (6.3 M: a 3840x2160 picture); above it each quality recomputes it in tiles
+CACHE_HYPER = 1 << 23
+
+
+@dataclass
+class Analysis:
+    """The quality-independent part of an encode (see ``HyperpriorCodec.analyse``)."""
+
+    coded_size: tuple[int, int]
+    y: np.ndarray  # M x h x w float32
+    z_sym: np.ndarray
+    z_bytes: bytes
+    hyper: tuple | None  # (mean, log2 scale) int64 fixed point, or None: recompute
 
 
 class ModelMismatchError(ValueError):
@@ -179,27 +193,45 @@ class HyperpriorCodec(Codec):
         return rgb
 
     # ---- encode / decode ----------------------------------------------------------
+    # ---- encode: the analysis once, then the coding for any quality ------------------
     @torch.no_grad()
-    def encode(self, rgb: np.ndarray, quality: float) -> dict:
-        """H x W x 3 uint8 -> dict(coded size, chunks z/y, symbols for tests)."""
+    def analyse(self, rgb: np.ndarray) -> "Analysis":
+        """Everything of an encode that does not depend on the quality: the transforms,
+        z and its bytes, and (for latents up to ``CACHE_HYPER`` values) the exact hyper
+        synthesis's output. Rate control codes one analysis at many qualities."""
         h, w = rgb.shape[:2]
         ph, pw = padded_size(h, w)
         # edge replication: the padding the decoder crops away again
         y = self._analysis(np.pad(rgb, ((0, ph - h), (0, pw - w), (0, 0)), mode="edge"))
         z = self._hyper_analysis(y)
         z_sym = np.rint(z - self.z_median_fp[:, None, None] / (1 << ACT_FRAC)).astype(np.int64)
-        idx, mean_g_fp, lg = self._params(z_sym, quality)
+        hyper = self._hyper_params(z_sym) if y.size <= CACHE_HYPER else None
+        return Analysis((ph, pw), y, z_sym, self.z_coder.encode(z_sym, self._z_index(z_sym.shape)), hyper)
+
+    def _entropy_params(self, an: "Analysis", quality: float):
+        if an.hyper is None:
+            return self._params(an.z_sym, quality)
+        lg = quality_log2_gain(self.log2_gain_fp, quality)
+        idx, mean_g = entropy_params(an.hyper[0], an.hyper[1], lg, self.pow2)
+        return idx.astype(np.uint8), mean_g, lg
+
+    def code(self, an: "Analysis", quality: float) -> Encoded:
+        """The chunks of an analysed picture at one quality."""
+        idx, mean_g_fp, lg = self._entropy_params(an, quality)
         gain = np.exp2(lg / (1 << ACT_FRAC))
+        y = an.y
         y_sym = np.empty(y.shape, dtype=np.int64)
         for c in range(y.shape[0]):  # a channel at a time: no float64 copy of the whole latent
             y_sym[c] = np.rint(y[c].astype(np.float64) * gain[c] - mean_g_fp[c] / (1 << ACT_FRAC))
-        return {
-            "coded_size": (ph, pw),
-            "z": self.z_coder.encode(z_sym, self._z_index(z_sym.shape)),
-            "y": self.y_coder.encode(y_sym, idx),
-            "z_sym": z_sym,
-            "y_sym": y_sym,
-        }
+        chunks = [bitstream.Chunk(ChunkType.HYPER, an.z_bytes),
+                  bitstream.Chunk(ChunkType.LATENT, self.y_coder.encode(y_sym, idx))]
+        return Encoded(an.coded_size, chunks, {"z": an.z_sym, "y": y_sym})
+
+    def encode(self, rgb: np.ndarray, quality: float) -> dict:
+        """H x W x 3 uint8 -> dict(coded size, chunks z/y, symbols for tests)."""
+        enc = self.code(self.analyse(rgb), quality)
+        return {"coded_size": enc.coded_size, "z": enc.chunks[0].data, "y": enc.chunks[1].data,
+                "z_sym": enc.symbols["z"], "y_sym": enc.symbols["y"]}
 
     def decode_symbols(self, z_bytes: bytes, y_bytes: bytes, coded_size, quality: float):
         ph, pw = coded_size
@@ -212,12 +244,6 @@ class HyperpriorCodec(Codec):
         return z_sym, y_sym, mean_g_fp, lg
 
     # ---- the codec interface (icmcodec.methods.base) ---------------------------------
-    def encode_picture(self, rgb: np.ndarray, quality: float, task: str = "recon") -> Encoded:
-        """One HYPER and one LATENT chunk; the task does not change the coding."""
-        out = self.encode(rgb, quality)
-        chunks = [bitstream.Chunk(ChunkType.HYPER, out["z"]), bitstream.Chunk(ChunkType.LATENT, out["y"])]
-        return Encoded(out["coded_size"], chunks, {"z": out["z_sym"], "y": out["y_sym"]})
-
     def decode_chunks(self, header: bitstream.Header, chunks: list[bitstream.Chunk]) -> np.ndarray:
         (z,) = self.chunks_of(chunks, ChunkType.HYPER)
         (y,) = self.chunks_of(chunks, ChunkType.LATENT)
