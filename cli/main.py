@@ -73,10 +73,13 @@ DEVICE = click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), de
               help="rate control: the highest quality whose whole file is at most B bits per pixel")
 @click.option("--max-bytes", type=int, default=None,
               help="rate control: the highest quality whose whole file fits in N bytes")
+@click.option("--batch", type=click.IntRange(1, 256), default=None,
+              help="pictures analysed per network call, same-size ones together (default: 8 on a GPU, 1 on "
+                   "the CPU, where batching gains nothing and would tie a file's bytes to its batch)")
 @batch_options
 @DEVICE
-def encode(inputs, out, out_dir, task, quality, model, method, task_model, bpp, max_bytes, shard, skip_existing,
-           manifest, device):
+def encode(inputs, out, out_dir, task, quality, model, method, task_model, bpp, max_bytes, batch, shard,
+           skip_existing, manifest, device):
     """Encode pictures into .icm files.
 
     INPUTS are image files, folders (searched recursively) or '-' for a list of
@@ -123,18 +126,43 @@ def encode(inputs, out, out_dir, task, quality, model, method, task_model, bpp, 
     except (pipeline.UsageError, LookupError) as e:
         _fail(str(e))
 
+    if batch is None:
+        batch = 8 if codec.device.type == "cuda" else 1
+    index = {id(j): i for i, j in enumerate(jobs)}
+    ready: dict[int, tuple] = {}  # job index -> (picture, analysis) or InputError
+
+    def skip(job: Job) -> Path | None:
+        dst = output_path(job, out, out_dir, ".icm")
+        return dst if skip_existing and dst is not None and dst.is_file() else None
+
+    def load_next(start: int) -> None:
+        """The next ``batch`` pictures to do, analysed together."""
+        chunk = [i for i in range(start, len(jobs)) if not jobs[i].error and not skip(jobs[i])][:batch] or [start]
+        pics = {}
+        for i in chunk:
+            try:
+                pics[i] = load_rgb(jobs[i].src)
+            except ImageInputError as e:
+                ready[i] = InputError(str(e))
+        if pics:
+            for i, an in zip(pics, codec.analyse_batch(list(pics.values()))):
+                ready[i] = (pics[i], an)
+
     def work(job: Job) -> str:
         t0 = time.time()
         dst = output_path(job, out, out_dir, ".icm")
-        if skip_existing and dst is not None and dst.is_file():
+        if skip(job):
             return Skipped(f"{job.src} -> {dst}: already there")
-        try:
-            rgb = load_rgb(job.src)
-        except ImageInputError as e:
-            raise InputError(str(e)) from None
+        i = index[id(job)]
+        if i not in ready:
+            load_next(i)
+        got = ready.pop(i)
+        if isinstance(got, InputError):
+            raise got
+        rgb, an = got
         try:
             data = pipeline.encode_image(rgb, task=task, quality=quality, codec=codec, tasknet=tasknet, bpp=bpp,
-                                         max_bytes=max_bytes)
+                                         max_bytes=max_bytes, analysis=an)
         except pipeline.UsageError as e:
             raise InputError(str(e)) from None
         outputs.write(job, [(dst, data)])

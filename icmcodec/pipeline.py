@@ -112,7 +112,7 @@ def check_quality(codec, quality: float | None) -> float:
 
 def encode_image(rgb: np.ndarray, *, task: str = "recon", quality: float | None = None,
                  model: str | None = None, method: str | None = None, device: str = "auto", codec=None,
-                 tasknet=None, bpp: float | None = None, max_bytes: int | None = None) -> bytes:
+                 tasknet=None, bpp: float | None = None, max_bytes: int | None = None, analysis=None) -> bytes:
     """H x W x 3 uint8 RGB -> complete ``.icm`` file bytes.
 
     The codec is ``codec``, else ``model``, else the default model of ``method`` (or of
@@ -153,9 +153,9 @@ def encode_image(rgb: np.ndarray, *, task: str = "recon", quality: float | None 
 
     if bpp is not None or max_bytes is not None:
         limit = rate_limit(h * w, bpp, max_bytes)
-        return fit_rate(codec, codec.analyse(rgb), limit, pack)
+        return fit_rate(codec, analysis or codec.analyse(rgb), limit, pack)
     q = check_quality(codec, quality)
-    return pack(codec.encode_picture(rgb, q, task), q)
+    return pack(codec.code(analysis or codec.analyse(rgb), q), q)
 
 
 def rate_limit(pixels: int, bpp: float | None, max_bytes: int | None) -> int:

@@ -210,3 +210,17 @@ def test_python_api_on_arrays_bytes_and_pil(tmp_path, monkeypatch, tasknet_dir):
         icmcodec.decode(b"not a file")
     with pytest.raises(ValueError):
         icmcodec.encode(np.zeros((4, 4, 4), np.float32), model="test-tiny-0")
+
+
+def test_batched_analysis_codes_valid_files(folder, codec):
+    pics = [picture(40, 56, seed=s) for s in range(3)] + [picture(70, 90, seed=9)]
+    ans = codec.analyse_batch(pics)
+    for rgb, an in zip(pics, ans):
+        enc = codec.code(an, 1.0)
+        z, y, _, _ = codec.decode_symbols(enc.chunks[0].data, enc.chunks[1].data, enc.coded_size, 1.0)
+        np.testing.assert_array_equal(y, enc.symbols["y"])
+        one = codec.code(codec.analyse(rgb), 1.0)
+        assert (one.symbols["y"] != enc.symbols["y"]).mean() < 1e-3  # float rounding of a batch, at most
+    r = icm("encode", folder / "in", "--out-dir", folder / "b", "--model", "test-tiny-0", "--batch", "4")
+    assert r.exit_code == 0 and "12 ok" in r.output
+    assert icm("decode", folder / "b", "--out-dir", folder / "bd").exit_code == 0

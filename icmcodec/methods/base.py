@@ -60,6 +60,10 @@ class Codec:
         """The quality-independent part of an encode (transforms, side information)."""
         raise NotImplementedError
 
+    def analyse_batch(self, rgbs: list[np.ndarray]) -> list:
+        """:meth:`analyse` of several pictures (methods that can batch override it)."""
+        return [self.analyse(rgb) for rgb in rgbs]
+
     def code(self, analysis, quality: float) -> Encoded:
         """The chunks of an analysed picture at one quality (rate control calls this
         many times for one analysis)."""

@@ -56,8 +56,8 @@ class ContextCodec(HyperpriorCodec):
                     sc = self.ctx.spatial(k, np.where(anchors, y_hat[c0:c1], 0).astype(np.float64)).cpu()
         return y_sym, y_hat
 
-    def analyse(self, rgb: np.ndarray) -> Analysis:
-        an = super().analyse(rgb)
+    def _finish_analysis(self, coded, y, z) -> Analysis:
+        an = super()._finish_analysis(coded, y, z)
         if an.hyper is None:  # the passes need the hyper output whole
             an.hyper = self._hyper_params(an.z_sym)
         return an

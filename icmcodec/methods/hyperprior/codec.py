@@ -203,10 +203,38 @@ class HyperpriorCodec(Codec):
         ph, pw = padded_size(h, w)
         # edge replication: the padding the decoder crops away again
         y = self._analysis(np.pad(rgb, ((0, ph - h), (0, pw - w), (0, 0)), mode="edge"))
-        z = self._hyper_analysis(y)
+        return self._finish_analysis((ph, pw), y, self._hyper_analysis(y))
+
+    def _finish_analysis(self, coded: tuple[int, int], y: np.ndarray, z: np.ndarray) -> "Analysis":
         z_sym = np.rint(z - self.z_median_fp[:, None, None] / (1 << ACT_FRAC)).astype(np.int64)
         hyper = self._hyper_params(z_sym) if y.size <= CACHE_HYPER else None
-        return Analysis((ph, pw), y, z_sym, self.z_coder.encode(z_sym, self._z_index(z_sym.shape)), hyper)
+        return Analysis(coded, y, z_sym, self.z_coder.encode(z_sym, self._z_index(z_sym.shape)), hyper)
+
+    @torch.no_grad()
+    def analyse_batch(self, rgbs: list[np.ndarray]) -> list["Analysis"]:
+        """:meth:`analyse` for several pictures, running g_a and h_a once on a batch of
+        those with the same coded size that fit one tile (a GPU's way to many pictures
+        a second). Batched float kernels may round a latent differently from a single
+        run: the files are valid either way, but a batch of other pictures may give
+        other bytes, so the CLI batches only on a GPU."""
+        out: list = [None] * len(rgbs)
+        groups: dict[tuple, list[int]] = {}
+        for i, rgb in enumerate(rgbs):
+            coded = padded_size(*rgb.shape[:2])
+            if max(coded) <= self.tiling.analysis:
+                groups.setdefault(coded, []).append(i)
+            else:
+                out[i] = self.analyse(rgb)
+        for (ph, pw), idx in groups.items():
+            x = np.stack([np.pad(rgbs[i], ((0, ph - rgbs[i].shape[0]), (0, pw - rgbs[i].shape[1]), (0, 0)),
+                                 mode="edge") for i in idx])
+            xt = torch.from_numpy(x).permute(0, 3, 1, 2).float().div(255).to(self.device)
+            y = self.g_a(xt)
+            z = self.h_a(y).double().cpu().numpy()
+            y = y.cpu().numpy()
+            for j, i in enumerate(idx):
+                out[i] = self._finish_analysis((ph, pw), y[j], z[j])
+        return out
 
     def _entropy_params(self, an: "Analysis", quality: float):
         if an.hyper is None:
