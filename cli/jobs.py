@@ -331,3 +331,38 @@ def quiet_torch_warnings() -> None:
     warnings.filterwarnings("ignore", category=UserWarning, module="torch")
 
 
+
+
+class Chunked:
+    """Pictures read and processed ``size`` at a time: ``fn(pictures)`` is one network
+    call for a chunk (an analysis, a prediction). ``get(job)`` gives the job's
+    ``(picture, result)`` or raises the ``InputError`` of a picture that would not load.
+    ``wanted(i)`` leaves jobs out of chunks (ones that will be skipped)."""
+
+    def __init__(self, jobs: list[Job], fn, size: int, wanted=lambda i: True):
+        self.jobs, self.fn, self.size, self.wanted = jobs, fn, size, wanted
+        self.index = {id(j): i for i, j in enumerate(jobs)}
+        self.ready: dict[int, object] = {}
+
+    def _load(self, start: int) -> None:
+        from icmcodec.imageio import ImageInputError, load_rgb
+
+        todo = [i for i in range(start, len(self.jobs)) if not self.jobs[i].error and self.wanted(i)]
+        pics = {}
+        for i in todo[: self.size] or [start]:
+            try:
+                pics[i] = load_rgb(self.jobs[i].src)
+            except ImageInputError as e:
+                self.ready[i] = InputError(str(e))
+        if pics:
+            for i, res in zip(pics, self.fn(list(pics.values()))):
+                self.ready[i] = (pics[i], res)
+
+    def get(self, job: Job):
+        i = self.index[id(job)]
+        if i not in self.ready:
+            self._load(i)
+        got = self.ready.pop(i)
+        if isinstance(got, InputError):
+            raise got
+        return got

@@ -17,8 +17,8 @@ import bitstream
 from icmcodec.registry import TASK_NAMES
 
 from cli.jobs import (
-    InputError, Job, Manifest, Outputs, Skipped, check_out, collect, fail as _fail, image_jobs, output_files,
-    output_path, quiet_torch_warnings, run_batch, select_shard,
+    Chunked, InputError, Job, Manifest, Outputs, Skipped, check_out, collect, fail as _fail, image_jobs,
+    output_files, output_path, quiet_torch_warnings, run_batch, select_shard,
 )
 
 
@@ -110,7 +110,6 @@ def encode(inputs, out, out_dir, task, quality, model, method, task_model, bpp, 
     outputs = Outputs(jobs)
     log = Manifest(manifest)
     from icmcodec import pipeline
-    from icmcodec.imageio import ImageInputError, load_rgb
 
     try:
         # an explicit --model decides the method unless --method names another one
@@ -128,38 +127,18 @@ def encode(inputs, out, out_dir, task, quality, model, method, task_model, bpp, 
 
     if batch is None:
         batch = 8 if codec.device.type == "cuda" else 1
-    index = {id(j): i for i, j in enumerate(jobs)}
-    ready: dict[int, tuple] = {}  # job index -> (picture, analysis) or InputError
-
     def skip(job: Job) -> Path | None:
         dst = output_path(job, out, out_dir, ".icm")
         return dst if skip_existing and dst is not None and dst.is_file() else None
 
-    def load_next(start: int) -> None:
-        """The next ``batch`` pictures to do, analysed together."""
-        chunk = [i for i in range(start, len(jobs)) if not jobs[i].error and not skip(jobs[i])][:batch] or [start]
-        pics = {}
-        for i in chunk:
-            try:
-                pics[i] = load_rgb(jobs[i].src)
-            except ImageInputError as e:
-                ready[i] = InputError(str(e))
-        if pics:
-            for i, an in zip(pics, codec.analyse_batch(list(pics.values()))):
-                ready[i] = (pics[i], an)
+    chunks = Chunked(jobs, codec.analyse_batch, batch, lambda i: not skip(jobs[i]))
 
     def work(job: Job) -> str:
         t0 = time.time()
         dst = output_path(job, out, out_dir, ".icm")
         if skip(job):
             return Skipped(f"{job.src} -> {dst}: already there")
-        i = index[id(job)]
-        if i not in ready:
-            load_next(i)
-        got = ready.pop(i)
-        if isinstance(got, InputError):
-            raise got
-        rgb, an = got
+        rgb, an = chunks.get(job)
         try:
             data = pipeline.encode_image(rgb, task=task, quality=quality, codec=codec, tasknet=tasknet, bpp=bpp,
                                          max_bytes=max_bytes, analysis=an)
@@ -277,35 +256,15 @@ def analyze(inputs, task, out, out_dir, model, batch, device):
     jobs = image_jobs(inputs, out, out_dir)
     outputs = Outputs(jobs)
     from icmcodec import pipeline
-    from icmcodec.imageio import ImageInputError, load_rgb
 
     try:
         net = pipeline.load_tasknet(task, model, device=device)
     except pipeline.UsageError as e:
         _fail(str(e))
-    done: dict[int, object] = {}  # job index -> output array or InputError
-    index = {id(j): i for i, j in enumerate(jobs)}
-
-    def run_chunk(start: int) -> None:
-        """Load the next ``batch`` pictures and run the network on them at once."""
-        chunk = list(range(start, min(start + batch, len(jobs))))
-        loaded = {}
-        for i in chunk:
-            try:
-                loaded[i] = load_rgb(jobs[i].src)
-            except ImageInputError as e:
-                done[i] = InputError(str(e))
-        if loaded:
-            for i, res in zip(loaded, net.predict(list(loaded.values()), batch=batch)):
-                done[i] = res
+    chunks = Chunked(jobs, lambda pics: net.predict(pics, batch=batch), batch)
 
     def work(job: Job) -> str:
-        i = index[id(job)]
-        if i not in done:
-            run_chunk(i)
-        res = done.pop(i)
-        if isinstance(res, InputError):
-            raise res
+        _, res = chunks.get(job)
         placed = output_files(job, out, out_dir, net.write(res), task)
         outputs.write(job, placed)
         return f"{job.src} -> {placed[0][0] or 'stdout'}: {task}"

@@ -39,13 +39,16 @@ def tiny_model_bytes(seed: int = 0) -> tuple[dict, bytes]:
     return config, serialize(export_state(tiny_float_model(seed)))
 
 
-def write_tiny_model(folder: str | Path, seed: int = 0) -> Path:
+def _write(folder: str | Path, config: dict, blob: bytes) -> Path:
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
-    config, blob = tiny_model_bytes(seed)
     (folder / "model.safetensors").write_bytes(blob)
     (folder / "config.json").write_text(json.dumps(config, indent=2))
     return folder
+
+
+def write_tiny_model(folder: str | Path, seed: int = 0) -> Path:
+    return _write(folder, *tiny_model_bytes(seed))
 
 
 def tiny_codec(seed: int = 0, device: str = "cpu"):
@@ -94,9 +97,4 @@ def tiny_context_codec(seed: int = 0, device: str = "cpu"):
 
 
 def write_tiny_context_model(folder: str | Path, seed: int = 0) -> Path:
-    folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
-    config, blob = tiny_context_bytes(seed)
-    (folder / "model.safetensors").write_bytes(blob)
-    (folder / "config.json").write_text(json.dumps(config, indent=2))
-    return folder
+    return _write(folder, *tiny_context_bytes(seed))

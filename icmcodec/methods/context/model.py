@@ -43,10 +43,9 @@ class ContextConfig(HyperpriorConfig):
     @classmethod
     def from_dict(cls, d: dict) -> "ContextConfig":
         d = dict(d)
-        d["lambdas"] = tuple(d["lambdas"])
         if "slices" in d:
             d["slices"] = tuple(d["slices"])
-        return cls(**d)
+        return super().from_dict(d)
 
     def slice_bounds(self) -> list[tuple[int, int]]:
         if sum(self.slices) != self.M:
