@@ -41,23 +41,44 @@ class IntTables:
         return self.counts.shape[0]
 
 
+def _scaled(pmf: np.ndarray, escape_mass: float) -> tuple[np.ndarray, int]:
+    p = np.concatenate([np.clip(pmf, 0, None), [max(escape_mass, 0.0)]]).astype(np.float64)
+    free = TABLE_TOTAL - MIN_COUNT * p.size
+    if free <= 0:
+        raise ValueError("table too long for the count precision")
+    return p / p.sum() * free, free
+
+
 def counts_from_pmf(pmf: np.ndarray, escape_mass: float) -> np.ndarray:
     """Float pmf over the in-range values plus escape mass -> integer counts.
 
     Every entry gets at least ``MIN_COUNT``; the total is exactly ``TABLE_TOTAL``.
     """
-    p = np.concatenate([np.clip(pmf, 0, None), [max(escape_mass, 0.0)]]).astype(np.float64)
-    n = p.size
-    free = TABLE_TOTAL - MIN_COUNT * n
-    if free <= 0:
-        raise ValueError("table too long for the count precision")
-    c = np.floor(p / p.sum() * free).astype(np.int64) + MIN_COUNT
+    v, _ = _scaled(pmf, escape_mass)
+    c = np.floor(v).astype(np.int64) + MIN_COUNT
     # hand the rounding remainder to the most probable entries
     rem = TABLE_TOTAL - int(c.sum())
-    order = np.argsort(-p, kind="stable")
+    order = np.argsort(-v, kind="stable")
     c[order[: rem]] += 1
     assert c.sum() == TABLE_TOTAL and rem >= 0
     return c.astype(np.int32)
+
+
+def count_margin(pmf: np.ndarray, escape_mass: float) -> float:
+    """How far, in counts, the float inputs of :func:`counts_from_pmf` are from a value
+    where its integer result would change: the distance of every scaled entry from the
+    next integer (the floor) and the gap between the last entry that gets a remainder
+    count and the first that does not. A float error smaller than this cannot change
+    the table, so a table with a margin far above float64 noise is the same on every CPU.
+    """
+    v, _ = _scaled(pmf, escape_mass)
+    frac = v - np.floor(v)
+    margin = float(np.minimum(frac, 1 - frac).min())
+    rem = TABLE_TOTAL - int((np.floor(v) + MIN_COUNT).sum())
+    s = np.sort(v)[::-1]
+    if 0 < rem < s.size:
+        margin = min(margin, float(s[rem - 1] - s[rem]))
+    return margin
 
 
 def stack_tables(rows: list[np.ndarray], offsets: list[int]) -> IntTables:

@@ -16,6 +16,7 @@ this file, so a decoder refuses a file made by any other model.
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 from pathlib import Path
 
@@ -34,34 +35,49 @@ FORMAT_VERSION = 1
 
 
 @torch.no_grad()
-def z_tables(eb, tail: float = 1e-9, search: int = 4096) -> tuple[list, list, np.ndarray]:
+def z_tables(eb, tail: float = 1e-9, search: int = 4096, margin: bool = False):
     """Per-channel factorized-prior tables of z around each channel's trained median.
 
     The median stays the one the model was trained and validated with; the table's
     range is found from the learned CDF itself (mass below ``tail/2`` on each side is
     left to the escape entry), so it does not depend on how far the auxiliary
     quantile loss has converged.
+
+    The prior is evaluated in float64 (on a double copy of the trained float32
+    parameters): its tables have 2**24 counts, below float32's resolution, and in
+    float32 the vector unit's rounding moved counts by up to 4 between CPUs (issue 9).
+    With ``margin=True`` it also returns the smallest distance, in counts, of any float
+    that decides a table from a value where the table would change
+    (:func:`icmcodec.entropy.tables.count_margin`, and the tail cut-offs); tests check
+    that it dwarfs float64 noise, which makes the tables the same on every CPU.
     """
+    from icmcodec.entropy.tables import TABLE_TOTAL, count_margin
+
     med = eb.quantiles[:, 0, 1].double()
     med_fp = torch.round(med * (1 << ACT_FRAC)).long().numpy()
     grid = torch.arange(-search, search + 1, dtype=torch.float64)
     centre = torch.from_numpy(med_fp).double() / (1 << ACT_FRAC)
-    x = (centre[:, None] + grid[None]).float()[:, None, :]
-    pmf, lower, upper = eb._likelihood(x, stop_gradient=True)
-    cdf_lo = torch.sigmoid(lower[:, 0].double())  # mass below each value's bin
-    cdf_hi = torch.sigmoid(-upper[:, 0].double())  # mass above each value's bin
-    rows, offsets = [], []
+    x = (centre[:, None] + grid[None])[:, None, :]
+    eb64 = copy.deepcopy(eb).double()
+    pmf, lower, upper = eb64._likelihood(x, stop_gradient=True)
+    cdf_lo = torch.sigmoid(lower[:, 0])  # mass below each value's bin
+    cdf_hi = torch.sigmoid(-upper[:, 0])  # mass above each value's bin
+    rows, offsets, worst = [], [], float("inf")
     for c in range(eb.channels):
         keep = (cdf_lo[c] >= tail / 2).nonzero()
         a = int(keep[0]) - 1 if keep.numel() else search
         keep = (cdf_hi[c] >= tail / 2).nonzero()
         b = int(keep[-1]) + 1 if keep.numel() else search
         a, b = max(0, min(a, search - 1)), min(2 * search, max(b, search + 1))
-        p = pmf[c, 0, a : b + 1].double().numpy()
+        p = pmf[c, 0, a : b + 1].numpy()
         esc = float(cdf_lo[c, a] + cdf_hi[c, b])
         rows.append(counts_from_pmf(p, max(esc, tail)))
         offsets.append(a - search)
-    return rows, offsets, med_fp
+        if margin:
+            cut = torch.cat([cdf_lo[c, max(0, a):a + 2], cdf_hi[c, b - 1:b + 1]])
+            worst = min(worst, count_margin(p, max(esc, tail)),
+                        float((cut - tail / 2).abs().min()) * TABLE_TOTAL)
+    return (rows, offsets, med_fp, worst) if margin else (rows, offsets, med_fp)
 
 
 def export_state(model: GainedHyperprior, compact: bool = False) -> dict[str, np.ndarray]:
