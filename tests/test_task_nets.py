@@ -264,3 +264,26 @@ def test_rate_accuracy_benchmark_end_to_end(env, tmp_path):
     bpps = [p["bpp"] for p in doc["curves"]["icm-hyperprior"]]
     assert bpps == sorted(bpps) and bpps[0] > 0
     assert (out / "ra.png").stat().st_size > 1000 and (out / "ra.csv").read_text().startswith("codec,quality")
+
+
+def test_a_resumed_benchmark_equals_one_run(env, tmp_path):
+    """Kill a run after its first picture (here: a run over the first of three), then
+    resume over all three: the same document as one run, and the first picture is not
+    recomputed; other settings refuse to resume."""
+    from icmcodec.bench import ra
+
+    _camvid_like(tmp_path / "cv")
+    args = [str(tmp_path / "cv"), "--task", "semseg", "--task-model", "tiny-semseg", "--model", CODEC,
+            "--anchors", "jpeg", "--qualities", "0,2", "--limit", "3"]
+    ra.main(args + ["--out", str(tmp_path / "one")])
+    one = json.loads((tmp_path / "one" / "ra.json").read_text())
+    lines = (tmp_path / "one" / "pictures.jsonl").read_text().splitlines()
+    assert len(lines) == 4 and json.loads(lines[0])["settings"]["task"] == "semseg"
+    (tmp_path / "two").mkdir()
+    (tmp_path / "two" / "pictures.jsonl").write_text("\n".join(lines[:2]) + "\n")  # settings + picture 1
+    ra.main(args + ["--out", str(tmp_path / "two"), "--resume"])
+    two = json.loads((tmp_path / "two" / "ra.json").read_text())
+    assert two["meta"]["pictures_from_earlier_runs"] == 1
+    assert two["curves"] == one["curves"] and two["clean"] == one["clean"] and two["bd"] == one["bd"]
+    with pytest.raises(SystemExit, match="other settings"):
+        ra.main(args[:-2] + ["--limit", "2", "--out", str(tmp_path / "two"), "--resume"])

@@ -211,3 +211,39 @@ def test_writer_suffix_table_matches_the_writers():
         out = outputs[name] if name != "cls" else np.array([0.7, 0.3])
         labels = ["a", "b"] if name == "cls" else spec.labels
         assert tuple(spec.write(out, labels)) == SUFFIXES[name], name
+
+
+@pytest.mark.parametrize("task", ["semseg", "boundary", "cls", "depth", "normal", "saliency"])
+def test_metric_totals_of_pictures_add_up_to_the_whole(task):
+    """Stored per-picture totals, added back, give the accumulator of all pictures (what
+    lets a benchmark resume), and totals of another kind are refused."""
+    from icmcodec.tasks.metrics import add_totals, totals
+    from icmcodec.tasks.registry import task as task_spec
+
+    spec = task_spec(task)
+    rng = np.random.default_rng(0)
+    labels = [f"c{i}" for i in range(11)] if task in ("semseg", "cls") else None
+
+    def sample():
+        if task == "semseg":
+            return rng.integers(0, 11, (8, 8)), rng.integers(0, 12, (8, 8))
+        if task == "boundary":
+            return rng.random((16, 16)), [rng.random((16, 16)) > 0.8 for _ in range(2)]
+        if task == "cls":
+            return rng.random(11), int(rng.integers(11))
+        if task == "depth":
+            return rng.random((8, 8)) + 0.5, rng.random((8, 8)) + 0.5
+        if task == "normal":
+            return rng.normal(size=(8, 8, 3)), rng.normal(size=(8, 8, 3))
+        return rng.random((8, 8)), rng.random((8, 8)) > 0.5
+
+    pics = [sample() for _ in range(3)]
+    whole, parts = spec.metric(labels), spec.metric(labels)
+    for out, lab in pics:
+        whole.update(out, lab)
+        one = spec.metric(labels)
+        one.update(out, lab)
+        add_totals(parts, json.loads(json.dumps(totals(one))))  # through JSON, as stored
+    assert parts.value() == pytest.approx(whole.value(), rel=1e-12)
+    with pytest.raises(ValueError):
+        add_totals(parts, {"nothing": 0})

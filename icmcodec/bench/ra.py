@@ -13,6 +13,13 @@ metric is the ceiling. BD-rate and BD-metric of each icm method against each anc
 use the ``bjontegaard`` package (pchip) on the overlapping range only; for metrics
 where lower is better (depth RMSE, angular error) the metric is negated first.
 Writes ``ra.json``, ``ra.csv`` and ``ra.png`` to ``--out``.
+
+A full split takes hours on a small CPU, so every finished picture is appended to
+``--out/pictures.jsonl`` (its rate and its metric totals for every curve, one line,
+flushed) and ``--resume`` continues a run from there: the pictures already in it are
+added back, not recomputed. The file's first line records the run's settings (task,
+network and model hashes, qualities, anchors, metric options); a run with other
+settings refuses to resume from it.
 """
 from __future__ import annotations
 
@@ -28,6 +35,7 @@ import numpy as np
 
 from icmcodec.bench.anchors import icm_qualities, pick_anchors
 from icmcodec.bench.measure import bd_metric, bd_rate
+from icmcodec.tasks.metrics import add_totals, totals
 
 
 def spread(samples: list, limit: int) -> list:
@@ -44,13 +52,41 @@ class Curve:
     def __init__(self, metric):
         self.metric, self.bpp, self.n = metric, 0.0, 0
 
-    def add(self, bpp: float, output, label) -> None:
-        self.metric.update(output, label)
+    def add(self, bpp: float, picture_totals: dict) -> None:
+        """One picture: its rate and its metric totals (see :func:`one_picture`)."""
+        add_totals(self.metric, picture_totals)
         self.bpp += bpp
         self.n += 1
 
     def point(self) -> dict:
         return {"bpp": self.bpp / max(1, self.n), "metric": self.metric.value()}
+
+
+def one_picture(new_metric, output, label) -> dict:
+    """The metric totals of one picture's output (added to a curve, stored for resuming)."""
+    m = new_metric()
+    m.update(output, label)
+    return totals(m)
+
+
+class PictureLog:
+    """``pictures.jsonl``: the run's settings, then one line per finished picture."""
+
+    def __init__(self, path: Path, settings: dict, resume: bool):
+        self.path = path
+        self.done: list[dict] = []
+        if resume and path.exists():
+            lines = [json.loads(x) for x in path.read_text().splitlines() if x.strip()]
+            if not lines or lines[0].get("settings") != settings:
+                raise SystemExit(f"error: {path} was made with other settings; remove it or drop --resume")
+            self.done = lines[1:]
+        else:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(json.dumps({"settings": settings}) + "\n")
+
+    def append(self, rec: dict) -> None:
+        with open(self.path, "a") as fh:  # one write per line: a killed run leaves whole lines
+            fh.write(json.dumps(rec) + "\n")
 
 
 def bd_pair(anchor_pts: list[dict], test_pts: list[dict], sign: float) -> dict:
@@ -119,6 +155,7 @@ def main(argv=None) -> None:
     p.add_argument("--anchors", default="jpeg,webp,avif,heic,jxl")
     p.add_argument("--thresholds", type=int, default=25, help="boundary only: ODS thresholds (the BSDS code uses 99)")
     p.add_argument("--out", type=Path, required=True)
+    p.add_argument("--resume", action="store_true", help="continue from --out/pictures.jsonl (same settings)")
     a = p.parse_args(argv)
     import warnings
 
@@ -143,20 +180,42 @@ def main(argv=None) -> None:
     clean = new_metric()
     curves = {("icm-hyperprior", q): Curve(new_metric()) for q in qualities}
     curves.update({(n, q): Curve(new_metric()) for n, x in anchors.items() for q in x.qualities})
+    settings = {"task": spec.name, "split": a.split, "samples": [s.name for s in samples],
+                "tasknet_hash": net.hash.hex(), "model_hash": codec.model_hash.hex(), "curves": [f"{n}@{q}" for n, q in curves],
+                "anchors": {n: x.settings for n, x in anchors.items()}, "metric_options": kw}
+    log = PictureLog(a.out / "pictures.jsonl", settings, a.resume)
+
+    def account(rec: dict) -> None:
+        add_totals(clean, rec["clean"])
+        for key, c in rec["curves"].items():
+            n, _, q = key.rpartition("@")
+            curves[(n, float(q) if n.startswith("icm") else int(q))].add(c["bpp"], c["totals"])
+
+    for rec in log.done:
+        account(rec)
+    finished = {rec["name"] for rec in log.done}
+    if finished:
+        print(f"resuming: {len(finished)} of {len(samples)} pictures already in {log.path}", file=sys.stderr)
     t0 = time.time()
     for i, s in enumerate(samples):
+        if s.name in finished:
+            continue
         rgb = s.image()
         label = s.target()
         px = rgb.shape[0] * rgb.shape[1]
-        clean.update(net.predict([rgb])[0], label)
+        rec = {"name": s.name, "clean": one_picture(new_metric, net.predict([rgb])[0], label), "curves": {}}
         for q in qualities:
             data = pipeline.encode_image(rgb, task=spec.name, quality=q, codec=codec, tasknet=net)
             res = pipeline.decode_bytes(data, codec=codec, tasknet=net)
-            curves[("icm-hyperprior", q)].add(8 * len(data) / px, res.output, label)
+            rec["curves"][f"icm-hyperprior@{q}"] = {"bpp": 8 * len(data) / px,
+                                                    "totals": one_picture(new_metric, res.output, label)}
         for n, anchor in anchors.items():
             for q in anchor.qualities:
                 data = anchor.encode(rgb, q)
-                curves[(n, q)].add(8 * len(data) / px, net.predict([anchor.decode(data)])[0], label)
+                out = net.predict([anchor.decode(data)])[0]
+                rec["curves"][f"{n}@{q}"] = {"bpp": 8 * len(data) / px, "totals": one_picture(new_metric, out, label)}
+        log.append(rec)
+        account(rec)
         print(f"[{i + 1}/{len(samples)}] {s.name} ({time.time() - t0:.0f} s)", file=sys.stderr, flush=True)
     by_codec: dict[str, list[dict]] = {}
     for (n, q), c in curves.items():
@@ -170,7 +229,7 @@ def main(argv=None) -> None:
                  "anchors": {n: {"settings": x.settings, "qualities": x.qualities} for n, x in anchors.items()},
                  "metric_options": kw, "higher_is_better": spec.higher_is_better,
                  "machine": f"{platform.machine()}, {torch.get_num_threads()} torch threads",
-                 "wall_s": time.time() - t0},
+                 "wall_s": time.time() - t0, "pictures_from_earlier_runs": len(finished)},
         "clean": clean.value(), "curves": by_codec, "bd": bd,
     }
     a.out.mkdir(parents=True, exist_ok=True)

@@ -20,7 +20,33 @@ from scipy.sparse.csgraph import maximum_bipartite_matching
 from scipy.spatial import cKDTree
 
 
+def totals(acc) -> dict:
+    """The sums an accumulator keeps (its ``TOTALS``), as JSON-ready numbers and lists.
+
+    Every accumulator here is a sum over pictures, so the totals of one picture can be
+    stored and added back later (:func:`add_totals`): that is how a long benchmark run
+    resumes without redoing finished pictures."""
+    return {k: np.asarray(getattr(acc, k)).tolist() for k in acc.TOTALS}
+
+
+def add_totals(acc, t: dict) -> None:
+    """Add stored totals (:func:`totals`) into an accumulator of the same kind."""
+    if set(t) != set(acc.TOTALS):
+        raise ValueError(f"totals {sorted(t)} do not fit a {type(acc).__name__} ({sorted(acc.TOTALS)})")
+    for k in acc.TOTALS:
+        cur = getattr(acc, k)
+        if isinstance(cur, np.ndarray):
+            add = np.asarray(t[k], dtype=cur.dtype)
+            if add.shape != cur.shape:
+                raise ValueError(f"totals {k}: shape {add.shape}, expected {cur.shape}")
+            cur += add
+        else:
+            setattr(acc, k, cur + type(cur)(t[k]))
+
+
 class ConfusionMIoU:
+    TOTALS = ("conf",)
+
     def __init__(self, num_classes: int, ignore_index: int | None = None):
         self.n = num_classes
         self.ignore = ignore_index
@@ -126,6 +152,8 @@ def match_count(pred: np.ndarray, gt: np.ndarray, max_dist: float, method: str =
 
 
 class BoundaryODS:
+    TOTALS = ("cnt",)
+
     def __init__(self, thresholds: int = 99, tolerance: float = 0.0075, matching: str = "greedy"):
         self.t = np.linspace(1.0 / (thresholds + 1), 1 - 1.0 / (thresholds + 1), thresholds)
         self.tol = tolerance
@@ -187,6 +215,8 @@ def mean_angular_error(pred: np.ndarray, gt: np.ndarray, valid: np.ndarray | Non
 
 class SaliencyMaxF:
     """Max F-beta over 255 thresholds, counts summed over the dataset (beta^2 = 0.3)."""
+
+    TOTALS = ("tp", "pp", "gp")
 
     def __init__(self, beta2: float = 0.3):
         self.beta2 = beta2

@@ -48,6 +48,7 @@ class ODS(metrics.BoundaryODS):
 
 class Top1:
     name = "top-1"
+    TOTALS = ("hits", "n")
 
     def __init__(self, labels=None):
         self.hits = self.n = 0
@@ -63,6 +64,7 @@ class Top1:
 class DepthRMSE:
     """Dataset-level RMSE (metres) and AbsRel over valid pixels; ``value`` is RMSE."""
     name = "RMSE"
+    TOTALS = ("se", "ar", "n")
 
     def __init__(self, labels=None):
         self.se = self.ar = 0.0
@@ -84,6 +86,7 @@ class DepthRMSE:
 
 class AngularError:
     name = "mean angular error"
+    TOTALS = ("sum", "n")
 
     def __init__(self, labels=None):
         self.sum = 0.0
