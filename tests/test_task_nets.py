@@ -267,9 +267,9 @@ def test_rate_accuracy_benchmark_end_to_end(env, tmp_path):
 
 
 def test_a_resumed_benchmark_equals_one_run(env, tmp_path):
-    """Kill a run after its first picture (here: a run over the first of three), then
-    resume over all three: the same document as one run, and the first picture is not
-    recomputed; other settings refuse to resume."""
+    """Kill a run after its first picture (here: a log cut after it), then resume: the
+    same document as one run, and the first picture is not recomputed; other settings
+    refuse to resume; two shards give the same document as one run."""
     from icmcodec.bench import ra
 
     _camvid_like(tmp_path / "cv")
@@ -287,3 +287,10 @@ def test_a_resumed_benchmark_equals_one_run(env, tmp_path):
     assert two["curves"] == one["curves"] and two["clean"] == one["clean"] and two["bd"] == one["bd"]
     with pytest.raises(SystemExit, match="other settings"):
         ra.main(args[:-2] + ["--limit", "2", "--out", str(tmp_path / "two"), "--resume"])
+    # two shards into one folder: the first leaves the results to the second
+    ra.main(args + ["--out", str(tmp_path / "sh"), "--shard", "1/2"])
+    assert not (tmp_path / "sh" / "ra.json").exists()
+    ra.main(args + ["--out", str(tmp_path / "sh"), "--shard", "2/2"])
+    sh = json.loads((tmp_path / "sh" / "ra.json").read_text())
+    assert sh["curves"] == one["curves"] and sh["clean"] == one["clean"]
+    assert [len((tmp_path / "sh" / f"pictures-{k}-of-2.jsonl").read_text().splitlines()) for k in (1, 2)] == [3, 2]

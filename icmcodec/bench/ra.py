@@ -20,6 +20,11 @@ flushed) and ``--resume`` continues a run from there: the pictures already in it
 added back, not recomputed. The file's first line records the run's settings (task,
 network and model hashes, qualities, anchors, metric options); a run with other
 settings refuses to resume from it.
+
+``--shard K/N`` computes only every N-th picture (from the K-th) into
+``pictures-K-of-N.jsonl``, so N processes share a machine's cores or N machines share
+a split; whichever finds every picture of the split in the folder's logs when it ends
+writes the results (a later ``--resume`` without ``--shard`` does too).
 """
 from __future__ import annotations
 
@@ -70,23 +75,41 @@ def one_picture(new_metric, output, label) -> dict:
 
 
 class PictureLog:
-    """``pictures.jsonl``: the run's settings, then one line per finished picture."""
+    """``pictures.jsonl`` (or ``pictures-K-of-N.jsonl`` for a shard): the run's settings,
+    then one line per finished picture."""
 
-    def __init__(self, path: Path, settings: dict, resume: bool):
-        self.path = path
-        self.done: list[dict] = []
-        if resume and path.exists():
-            lines = [json.loads(x) for x in path.read_text().splitlines() if x.strip()]
-            if not lines or lines[0].get("settings") != settings:
-                raise SystemExit(f"error: {path} was made with other settings; remove it or drop --resume")
-            self.done = lines[1:]
-        else:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            path.write_text(json.dumps({"settings": settings}) + "\n")
+    def __init__(self, folder: Path, settings: dict, resume: bool, shard: tuple[int, int] | None):
+        self.folder, self.settings = folder, settings
+        self.path = folder / ("pictures.jsonl" if shard is None else f"pictures-{shard[0]}-of-{shard[1]}.jsonl")
+        folder.mkdir(parents=True, exist_ok=True)
+        if not resume:  # a fresh run: no picture of an earlier one counts
+            for f in folder.glob("pictures*.jsonl"):
+                f.unlink()
+        if not self.path.exists():
+            self.path.write_text(json.dumps({"settings": settings}) + "\n")
+
+    def records(self) -> dict[str, dict]:
+        """Every finished picture in the folder's logs (all shards), by name."""
+        done = {}
+        for f in sorted(self.folder.glob("pictures*.jsonl")):
+            lines = [json.loads(x) for x in f.read_text().splitlines() if x.strip()]
+            if not lines or lines[0].get("settings") != self.settings:
+                raise SystemExit(f"error: {f} was made with other settings; remove it or drop --resume")
+            done.update((rec["name"], rec) for rec in lines[1:])
+        return done
 
     def append(self, rec: dict) -> None:
-        with open(self.path, "a") as fh:  # one write per line: a killed run leaves whole lines
+        with open(self.path, "a") as fh:  # one line per picture: a killed run leaves whole lines
             fh.write(json.dumps(rec) + "\n")
+
+
+def parse_shard(text: str | None) -> tuple[int, int] | None:
+    if not text:
+        return None
+    k, _, n = text.partition("/")
+    if not (k.isdigit() and n.isdigit() and 1 <= int(k) <= int(n)):
+        raise SystemExit(f"error: --shard {text}: expected K/N with 1 <= K <= N")
+    return int(k), int(n)
 
 
 def bd_pair(anchor_pts: list[dict], test_pts: list[dict], sign: float) -> dict:
@@ -155,7 +178,8 @@ def main(argv=None) -> None:
     p.add_argument("--anchors", default="jpeg,webp,avif,heic,jxl")
     p.add_argument("--thresholds", type=int, default=25, help="boundary only: ODS thresholds (the BSDS code uses 99)")
     p.add_argument("--out", type=Path, required=True)
-    p.add_argument("--resume", action="store_true", help="continue from --out/pictures.jsonl (same settings)")
+    p.add_argument("--resume", action="store_true", help="continue from the logs in --out (same settings)")
+    p.add_argument("--shard", metavar="K/N", help="compute only every N-th picture, from the K-th (see above)")
     a = p.parse_args(argv)
     import warnings
 
@@ -183,7 +207,8 @@ def main(argv=None) -> None:
     settings = {"task": spec.name, "split": a.split, "samples": [s.name for s in samples],
                 "tasknet_hash": net.hash.hex(), "model_hash": codec.model_hash.hex(), "curves": [f"{n}@{q}" for n, q in curves],
                 "anchors": {n: x.settings for n, x in anchors.items()}, "metric_options": kw}
-    log = PictureLog(a.out / "pictures.jsonl", settings, a.resume)
+    shard = parse_shard(a.shard)
+    log = PictureLog(a.out, settings, a.resume or shard is not None, shard)
 
     def account(rec: dict) -> None:
         add_totals(clean, rec["clean"])
@@ -191,14 +216,12 @@ def main(argv=None) -> None:
             n, _, q = key.rpartition("@")
             curves[(n, float(q) if n.startswith("icm") else int(q))].add(c["bpp"], c["totals"])
 
-    for rec in log.done:
-        account(rec)
-    finished = {rec["name"] for rec in log.done}
-    if finished:
-        print(f"resuming: {len(finished)} of {len(samples)} pictures already in {log.path}", file=sys.stderr)
+    earlier = log.records() if a.resume or shard else {}
+    if earlier:
+        print(f"resuming: {len(earlier)} of {len(samples)} pictures already in {a.out}", file=sys.stderr)
     t0 = time.time()
     for i, s in enumerate(samples):
-        if s.name in finished:
+        if s.name in earlier or (shard and i % shard[1] != shard[0] - 1):
             continue
         rgb = s.image()
         label = s.target()
@@ -215,8 +238,16 @@ def main(argv=None) -> None:
                 out = net.predict([anchor.decode(data)])[0]
                 rec["curves"][f"{n}@{q}"] = {"bpp": 8 * len(data) / px, "totals": one_picture(new_metric, out, label)}
         log.append(rec)
-        account(rec)
         print(f"[{i + 1}/{len(samples)}] {s.name} ({time.time() - t0:.0f} s)", file=sys.stderr, flush=True)
+    done = log.records()
+    missing = [s.name for s in samples if s.name not in done]
+    if missing:
+        print(f"{len(done)} of {len(samples)} pictures done in {a.out}; the results are written once every "
+              f"shard has finished (rerun with --resume to finish)", file=sys.stderr)
+        return
+    for s in samples:  # in split order, whichever process computed each picture
+        account(done[s.name])
+    finished = set(earlier)
     by_codec: dict[str, list[dict]] = {}
     for (n, q), c in curves.items():
         by_codec.setdefault(n, []).append({"quality": q, **c.point()})
