@@ -180,7 +180,40 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--resume", action="store_true", help="continue from RUN/last.pt")
     p.add_argument("--init", metavar="CKPT|MODEL_DIR", help="start from another run's checkpoint or a shipped "
                    "model folder (fresh optimiser); gain vectors are interpolated to the new lambdas in log space")
+    p.add_argument("--train-only", metavar="PREFIXES",
+                   help="comma-separated parameter name prefixes to train (e.g. log2_gain); everything else "
+                        "stays as initialised, and the z prior's quantiles too")
+    p.add_argument("--sample-levels", metavar="LEVELS",
+                   help="comma-separated quality levels to draw crops for (default: all); with "
+                        "--train-only log2_gain, new levels added through --config lambdas are fitted "
+                        "while the others keep their gains exactly")
     return p.parse_args(argv)
+
+
+def trainable_split(model, train_only: str | None) -> tuple[list, list]:
+    """(main parameters, auxiliary quantiles) that the optimisers update. With
+    ``train_only`` only parameters whose names start with one of its prefixes train;
+    the rest are frozen (no gradient is computed for them), quantiles included."""
+    named = list(model.named_parameters())
+    if train_only:
+        prefixes = tuple(x.strip() for x in train_only.split(",") if x.strip())
+        keep = [n for n, _ in named if n.startswith(prefixes)]
+        if not keep:
+            raise SystemExit(f"error: --train-only {train_only}: no parameter name starts with that")
+        for n, p in named:
+            p.requires_grad_(n in keep)
+    main = [p for n, p in named if p.requires_grad and not n.endswith("quantiles")]
+    aux = [p for n, p in named if p.requires_grad and n.endswith("quantiles")]
+    return main, aux
+
+
+def level_choices(text: str | None, levels: int) -> np.ndarray:
+    if not text:
+        return np.arange(levels)
+    out = np.asarray(sorted({int(x) for x in text.split(",")}))
+    if out.min() < 0 or out.max() >= levels:
+        raise SystemExit(f"error: --sample-levels {text}: levels are 0..{levels - 1}")
+    return out
 
 
 def setup_distributed() -> tuple[int, int, torch.device]:
@@ -273,17 +306,18 @@ def main(argv=None) -> None:
     model = method_classes(args.method)[0](cfg)
     if args.init and not args.resume:
         init_from(model, args.init)
-    aux_params = [p for n, p in model.named_parameters() if n.endswith("quantiles")]
-    main_params = [p for n, p in model.named_parameters() if not n.endswith("quantiles")]
+    main_params, aux_params = trainable_split(model, getattr(args, "train_only", None))
+    choices = level_choices(getattr(args, "sample_levels", None), cfg.levels)
     opt = torch.optim.Adam(main_params, lr=args.lr)
-    aux_opt = torch.optim.Adam(aux_params, lr=1e-3)
+    aux_opt = torch.optim.Adam(aux_params, lr=1e-3) if aux_params else None
     step = 0
     ckpt = run / "last.pt"
     if args.resume and ckpt.exists():
         state = torch.load(ckpt, map_location="cpu", weights_only=False)
         model.load_state_dict(state["model"])
         opt.load_state_dict(state["opt"])
-        aux_opt.load_state_dict(state["aux_opt"])
+        if aux_opt is not None:
+            aux_opt.load_state_dict(state["aux_opt"])
         step = state["step"]
         sampler.rng = np.random.default_rng([args.seed, rank, step])
         torch.manual_seed(args.seed + step)
@@ -308,22 +342,25 @@ def main(argv=None) -> None:
         for g in opt.param_groups:
             g["lr"] = lr
         x = sampler.batch_u8(args.batch).to(device, non_blocking=True).float().div_(255.0)
-        levels = torch.from_numpy(sampler.rng.integers(0, cfg.levels, size=args.batch)).to(device)
+        levels = torch.from_numpy(choices[sampler.rng.integers(0, len(choices), size=args.batch)]).to(device)
         out = rd_loss(net, x, levels, cfg.lambdas)
         opt.zero_grad()
         out["loss"].backward()
         torch.nn.utils.clip_grad_norm_(main_params, 1.0)
         opt.step()
-        aux = model.aux_loss()
-        aux_opt.zero_grad()
-        aux.backward()
-        if world > 1:
-            import torch.distributed as dist
+        if aux_opt is not None:
+            aux = model.aux_loss()
+            aux_opt.zero_grad()
+            aux.backward()
+            if world > 1:
+                import torch.distributed as dist
 
-            for p in aux_params:  # keep the quantiles identical on every process
-                dist.all_reduce(p.grad)
-                p.grad /= world
-        aux_opt.step()
+                for p in aux_params:  # keep the quantiles identical on every process
+                    dist.all_reduce(p.grad)
+                    p.grad /= world
+            aux_opt.step()
+        else:
+            aux = torch.zeros(())
         step += 1
         # summed on the device; read back (a host sync) only when a row is logged
         for k in ("loss", "bpp", "psnr"):
@@ -351,7 +388,7 @@ def main(argv=None) -> None:
         if lead and (step % args.ckpt_every == 0 or step == args.steps):
             tmp = run / "last.pt.tmp"
             torch.save({"model": model.state_dict(), "opt": opt.state_dict(),
-                        "aux_opt": aux_opt.state_dict(), "step": step, "config": cfg.to_dict(),
+                        "aux_opt": aux_opt.state_dict() if aux_opt else None, "step": step, "config": cfg.to_dict(),
                         "method": args.method}, tmp)
             os.replace(tmp, ckpt)
         if lead and val_imgs and (step % args.val_every == 0 or step == args.steps):

@@ -84,3 +84,32 @@ def test_time_budget_lowers_steps_and_stops_refitting_once_decay_starts(monkeypa
     clock[0] += 2000  # past the decay start, a slowdown no longer moves the end
     assert budget.fit(int(0.8 * steps) // 10 * 10 + 5, steps) == before
     assert budget.fit(steps + 100, steps) == before
+
+
+def test_train_only_the_gains_of_a_new_level(tmp_path):
+    """--train-only log2_gain --sample-levels 2 on a warm start with one level added:
+    only the new level's gain vector moves; every other tensor, the old levels' gains
+    included, is exactly the warm start's."""
+    import torch
+
+    data = tmp_path / "imgs"
+    data.mkdir()
+    rng = np.random.default_rng(2)
+    Image.fromarray((rng.random((64, 64, 3)) * 255).astype(np.uint8)).save(data / "a.png")
+    common = ["--data", str(data), "--batch", "1", "--crop", "64", "--threads", "1"]
+    cfg = {"N": 8, "M": 12, "Nz": 4, "Nh": 8, "levels": 2, "lambdas": [0.01, 0.05]}
+    train(common + ["--run", str(tmp_path / "a"), "--steps", "1", "--config", json.dumps(cfg)])
+    more = json.dumps({"levels": 3, "lambdas": [0.01, 0.05, 0.25]})
+    train(common + ["--run", str(tmp_path / "b"), "--steps", "3", "--init", str(tmp_path / "a" / "last.pt"),
+                    "--config", more, "--train-only", "log2_gain", "--sample-levels", "2"])
+    a = torch.load(tmp_path / "a" / "last.pt", weights_only=False)["model"]
+    b = torch.load(tmp_path / "b" / "last.pt", weights_only=False)["model"]
+    assert sorted(a) == sorted(b)
+    for k in a:
+        if k != "log2_gain":
+            assert torch.equal(a[k], b[k]), k
+    old, new = a["log2_gain"], b["log2_gain"]
+    assert torch.equal(new[:2], old)
+    start = old[0] + 2 * (old[1] - old[0])  # log-linear extrapolation to 0.25 (two steps of x5)
+    assert not torch.allclose(new[2], start, atol=0, rtol=0)
+    assert (new[2] - start).abs().max() < 0.1  # a few small Adam steps from the extrapolated start
