@@ -259,9 +259,10 @@ def test_rate_accuracy_benchmark_end_to_end(env, tmp_path):
              "--anchors", "jpeg", "--qualities", "0,1,2", "--limit", "2", "--out", str(out)])
     doc = json.loads((out / "ra.json").read_text())
     assert doc["meta"]["samples"] == 2 and doc["meta"]["tasknet"] == "tiny-semseg"
-    assert [p["quality"] for p in doc["curves"]["icm-hyperprior"]] == [0.0, 1.0, 2.0]
+    assert [p["quality"] for p in doc["curves"]["icm-test-tiny-0"]] == [0.0, 1.0, 2.0]
+    assert set(doc["bd"]) == {"icm-test-tiny-0"} and doc["meta"]["models"] == {"icm-test-tiny-0": "test-tiny-0"}
     assert len(doc["curves"]["jpeg"]) == 8 and 0 <= doc["clean"] <= 1
-    bpps = [p["bpp"] for p in doc["curves"]["icm-hyperprior"]]
+    bpps = [p["bpp"] for p in doc["curves"]["icm-test-tiny-0"]]
     assert bpps == sorted(bpps) and bpps[0] > 0
     assert (out / "ra.png").stat().st_size > 1000 and (out / "ra.csv").read_text().startswith("codec,quality")
 

@@ -173,7 +173,8 @@ def main(argv=None) -> None:
     p.add_argument("--split", default="val")
     p.add_argument("--limit", type=int, default=0, help="use N pictures spread over the split (0: all)")
     p.add_argument("--task-model", default=None, help="task network (default: the task's own)")
-    p.add_argument("--model", default=None, help="icm coding model (default: the recon default)")
+    p.add_argument("--model", action="append", default=None,
+                   help="icm coding model, repeatable: each gives a curve icm-<name> (default: the recon default)")
     p.add_argument("--qualities", default=None, help="comma-separated icm qualities (default: 9 over the range)")
     p.add_argument("--anchors", default="jpeg,webp,avif,heic,jxl")
     p.add_argument("--thresholds", type=int, default=25, help="boundary only: ODS thresholds (the BSDS code uses 99)")
@@ -193,8 +194,10 @@ def main(argv=None) -> None:
 
     spec = task_spec(a.task)
     net = pipeline.load_tasknet(a.task, a.task_model, device="cpu")
-    codec = pipeline.load_codec(a.model, device="cpu")
-    qualities = icm_qualities(codec, a.qualities)
+    codecs = {}
+    for name in a.model or [None]:
+        c = pipeline.load_codec(name, device="cpu")
+        codecs[f"icm-{c.config.get('name')}"] = (c, icm_qualities(c, a.qualities))
     anchors = pick_anchors(a.anchors)
     samples = spread(spec.dataset(a.data, a.split), a.limit)
     if not samples:
@@ -202,10 +205,10 @@ def main(argv=None) -> None:
     kw = {"thresholds": a.thresholds} if spec.name == "boundary" else {}
     new_metric = lambda: spec.metric(net.labels, **kw)  # noqa: E731
     clean = new_metric()
-    curves = {("icm-hyperprior", q): Curve(new_metric()) for q in qualities}
+    curves = {(m, q): Curve(new_metric()) for m, (_, qs) in codecs.items() for q in qs}
     curves.update({(n, q): Curve(new_metric()) for n, x in anchors.items() for q in x.qualities})
     settings = {"task": spec.name, "split": a.split, "samples": [s.name for s in samples],
-                "tasknet_hash": net.hash.hex(), "model_hash": codec.model_hash.hex(), "curves": [f"{n}@{q}" for n, q in curves],
+                "tasknet_hash": net.hash.hex(), "model_hashes": {m: c.model_hash.hex() for m, (c, _) in codecs.items()}, "curves": [f"{n}@{q}" for n, q in curves],
                 "anchors": {n: x.settings for n, x in anchors.items()}, "metric_options": kw}
     shard = parse_shard(a.shard)
     log = PictureLog(a.out, settings, a.resume or shard is not None, shard)
@@ -227,11 +230,12 @@ def main(argv=None) -> None:
         label = s.target()
         px = rgb.shape[0] * rgb.shape[1]
         rec = {"name": s.name, "clean": one_picture(new_metric, net.predict([rgb])[0], label), "curves": {}}
-        for q in qualities:
-            data = pipeline.encode_image(rgb, task=spec.name, quality=q, codec=codec, tasknet=net)
-            res = pipeline.decode_bytes(data, codec=codec, tasknet=net)
-            rec["curves"][f"icm-hyperprior@{q}"] = {"bpp": 8 * len(data) / px,
-                                                    "totals": one_picture(new_metric, res.output, label)}
+        for m, (codec, qualities) in codecs.items():
+            for q in qualities:
+                data = pipeline.encode_image(rgb, task=spec.name, quality=q, codec=codec, tasknet=net)
+                res = pipeline.decode_bytes(data, codec=codec, tasknet=net)
+                rec["curves"][f"{m}@{q}"] = {"bpp": 8 * len(data) / px,
+                                             "totals": one_picture(new_metric, res.output, label)}
         for n, anchor in anchors.items():
             for q in anchor.qualities:
                 data = anchor.encode(rgb, q)
@@ -256,7 +260,8 @@ def main(argv=None) -> None:
     doc = {
         "meta": {"task": spec.name, "metric": spec.metric.name, "data": str(a.data), "split": a.split,
                  "samples": len(samples), "tasknet": net.config.get("name"), "tasknet_hash": net.hash.hex(),
-                 "model": codec.config.get("name"), "icm_qualities": qualities,
+                 "models": {m: c.config.get("name") for m, (c, _) in codecs.items()},
+                 "icm_qualities": {m: qs for m, (_, qs) in codecs.items()},
                  "anchors": {n: {"settings": x.settings, "qualities": x.qualities} for n, x in anchors.items()},
                  "metric_options": kw, "higher_is_better": spec.higher_is_better,
                  "machine": f"{platform.machine()}, {torch.get_num_threads()} torch threads",
