@@ -1,0 +1,1 @@
+"""Building blocks shared by several methods (no coding logic): Swin layers with prompts."""
