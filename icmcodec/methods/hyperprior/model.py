@@ -91,7 +91,11 @@ class GainedHyperprior(nn.Module):
 
     def forward(self, x: torch.Tensor, levels: torch.Tensor) -> dict:
         """Training forward pass. ``levels``: one integer quality level per image."""
-        y = self.g_a(x)
+        return self.rd_forward(self.g_a(x), levels, self.g_s)
+
+    def rd_forward(self, y: torch.Tensor, levels: torch.Tensor, synthesis) -> dict:
+        """Everything after the analysis: hyper path, gains, quantisation, likelihoods and
+        ``synthesis`` of the quantised latent (methods that prompt g_s pass their own)."""
         z = self.h_a(y)
         z_hat, z_lik = self.entropy_bottleneck(z)
         mean, log2_scale = self.h_s(z_hat)
@@ -107,7 +111,7 @@ class GainedHyperprior(nn.Module):
         else:
             y_q = torch.round(yg - mean_g) + mean_g
             y_lik = self.gaussian_likelihood(y_q, mean_g, scale_g)
-        x_hat = self.g_s(y_q / gain)
+        x_hat = synthesis(y_q / gain)
         return {"x_hat": x_hat, "y_lik": y_lik, "z_lik": z_lik}
 
     def aux_loss(self) -> torch.Tensor:
