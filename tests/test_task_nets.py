@@ -8,6 +8,7 @@ from click.testing import CliRunner
 from conftest import write_tiny_tasknet
 from PIL import Image
 
+import bitstream
 from bitstream import TaskTag
 from cli.main import main
 from icmcodec import pipeline
@@ -119,6 +120,7 @@ def env(tmp_path, monkeypatch):
     write_tiny_model(models / "tiny")
     write_tiny_tasknet(models / "seg", "semseg", name="tiny-semseg")
     write_tiny_tasknet(models / "cls", "cls", labels=["ant", "bee"], name="tiny-cls")
+    write_tiny_tasknet(models / "bnd", "boundary", name="tiny-boundary")
     monkeypatch.setenv("ICM_MODEL_PATH", str(models))
     work = tmp_path / "work"
     work.mkdir()
@@ -177,6 +179,27 @@ def test_decode_without_the_task_network_is_a_clear_error(env, monkeypatch, tmp_
     r = icm("decode", "p0.icm")
     assert r.exit_code == 2 and "task network" in r.output and "Traceback" not in r.output
     assert not (env / "p0.semseg.png").exists()
+
+
+@pytest.mark.parametrize("retired", ["semseg-camvid", "cls-caltech101"])
+def test_a_file_made_for_a_retired_network_names_it_and_its_successor(env, retired):
+    """The pvt_nano networks of icm 0.1 no longer ship: a file that names one (by the
+    hash in its header) fails with one line naming that network and its successor."""
+    import dataclasses
+
+    from icmcodec import zoo
+
+    old_hash, old = next((h, v) for h, v in zoo.retired().items() if v["name"] == retired)
+    assert icm("encode", "p0.png", "--task", old["task"], "--model", CODEC, "-o", "x.icm",
+               "--task-model", f"tiny-{old['task']}").exit_code == 0
+    c = bitstream.unpack((env / "x.icm").read_bytes())
+    forged = bitstream.pack(dataclasses.replace(c.header, adapter_hash=bytes.fromhex(old_hash)), c.chunks)
+    (env / "old.icm").write_bytes(forged)
+    r = icm("decode", "old.icm")
+    assert r.exit_code == 2 and "Traceback" not in r.output
+    line = r.output.strip()
+    assert "\n" not in line and retired in line and old["successor"] in line
+    assert not list(env.glob(f"old.{old['task']}*"))
 
 
 def test_encode_rejects_unknown_task_and_task_model_for_recon(env):
