@@ -120,8 +120,13 @@ def encode(inputs, out, out_dir, task, quality, model, method, task_model, bpp, 
             pipeline.check_quality(codec, quality)
         else:
             pipeline.rate_limit(1, bpp, max_bytes)  # checks the values
-        tasknet = (pipeline.load_tasknet(task, task_model, device=device)
-                   if task != "recon" and codec.produces == "picture" else None)
+        if task != "recon" and METHODS[codec.method].artifact:
+            # the artifact (a prompt set) names its task network; --task-model picks the set made for one
+            tasknet = pipeline.load_tasknet(task, task_model, device=device) if task_model else None
+            codec = codec.bound(pipeline.load_artifact(codec, task, tasknet_hash=tasknet.hash if tasknet else None))
+        else:
+            tasknet = (pipeline.load_tasknet(task, task_model, device=device)
+                       if task != "recon" and codec.produces == "picture" else None)
     except (pipeline.UsageError, LookupError) as e:
         _fail(str(e))
 
@@ -319,7 +324,8 @@ def _param_count(weights: Path, kind: str = "codec") -> int:
 @main.command()
 @click.option("--json", "as_json", is_flag=True, help="print a JSON list")
 def models(as_json):
-    """List installed models: coding models and task networks (with their clean metric)."""
+    """List installed models: coding models, task networks (with their clean metric) and
+    prompt sets (with the model they were made for)."""
     from icmcodec import zoo
 
     rows = []
@@ -330,6 +336,8 @@ def models(as_json):
             "method": m.config.get("method", m.kind), "quality_range": m.config.get("quality_range"),
             "params": _param_count(m.weights, m.kind), "bytes": m.bytes, "path": str(m.path),
             "clean_metric": clean or None,
+            **({"base_hash": m.config.get("base_hash"), "tasknet_hash": m.config.get("tasknet_hash")}
+               if m.kind == "promptset" else {}),
         })
     if as_json:
         click.echo(json.dumps(rows))
@@ -342,6 +350,8 @@ def models(as_json):
         q = "{:g}..{:g}".format(*r["quality_range"]) if r["quality_range"] else "-"
         c = r["clean_metric"]
         cv = f"  {c['metric']} {c['value']:.3f}" if c else ""
+        if r["kind"] == "promptset":
+            cv = f"  prompt set on model {r['base_hash'][:12]}"
         click.echo(f"{r['name']:16s} {r['task']:8s} {r['method']:12s} {q:10s} {r['params']:9d} {r['bytes']:9d}{cv}")
 
 

@@ -9,6 +9,11 @@ Machine tasks with the ``hyperprior`` method are the papers' "human codec" ancho
 task's clean-trained network (:mod:`icmcodec.tasks`) on the reconstruction. The header
 carries the task tag and the task network's hash (``adapter_hash``), so a file is
 decoded by exactly the network it was encoded for.
+
+Methods with a per-task artifact (``MethodSpec.artifact``: TransTIC's prompt sets)
+name the artifact in ``adapter_hash`` instead; the artifact names the base model it was
+made for (checked on load) and the task network it was trained with, which the
+decoder then runs.
 """
 from __future__ import annotations
 
@@ -56,6 +61,43 @@ def load_codec(model: str | None = None, *, method: str | None = None, model_has
     if method is not None and entry.config.get("method") != method:
         raise UsageError(f"model {entry.name} codes with {entry.config.get('method')}, not {method}")
     return _load(str(entry.path.resolve()), resolve_device(device), entry.hash())
+
+
+@lru_cache(maxsize=16)
+def _load_artifact(path: str, artifact_hash: bytes, codec):
+    entry = zoo.entry_at(path)
+    config, state, h = zoo.load_state(entry)
+    try:
+        return codec.load_prompt_set(config, state, h)
+    except ValueError as e:
+        raise UsageError(str(e)) from None
+
+
+def load_artifact(codec, task: str, *, name: str | None = None, model_hash: bytes | None = None,
+                  tasknet_hash: bytes | None = None):
+    """The per-task artifact of an artifact method (a prompt set) for ``codec``'s base:
+    by name, by the hash a header names, or the task's default among those made for this
+    base (and, given ``tasknet_hash``, for that task network)."""
+    kind = METHODS[codec.method].artifact
+    what = kind.replace("promptset", "prompt set")
+    try:
+        if name is not None or model_hash is not None:
+            entry = zoo.find(name, task=task, model_hash=model_hash, kind=kind)
+        else:
+            found = [m for m in zoo.available() if m.kind == kind and m.config.get("task") == task
+                     and m.config.get("base_hash") == codec.model_hash.hex()
+                     and (tasknet_hash is None or m.config.get("tasknet_hash") == tasknet_hash.hex())]
+            if not found:
+                raise UsageError(
+                    f"no {what} for task {task} on model {codec.config.get('name')} ({codec.model_hash.hex()[:12]})"
+                    + (f" and task network {tasknet_hash.hex()[:12]}" if tasknet_hash else "")
+                    + f" is installed (see 'icm models'; python -m icmcodec.methods.{codec.method}.train makes one)")
+            entry = next((m for m in found if m.config.get("default")), found[0])
+    except zoo.ModelNotFoundError as e:
+        raise UsageError(str(e)) from None
+    if entry.config.get("task") != task:
+        raise UsageError(f"{what} {entry.name} is for {entry.config.get('task')}, not {task}")
+    return _load_artifact(str(entry.path.resolve()), entry.hash(), codec)
 
 
 @lru_cache(maxsize=8)
@@ -134,7 +176,14 @@ def encode_image(rgb: np.ndarray, *, task: str = "recon", quality: float | None 
     if TASK_NAMES[task] not in spec.tasks:
         raise UsageError(f"method {spec.name} does not code task {task}")
     adapter_hash = bytes(16)
-    if task != "recon" and codec.produces == "picture":
+    if task != "recon" and spec.artifact:
+        art = codec.artifact
+        if art is None or art.task != task or (tasknet is not None and art.tasknet_hash != tasknet.hash):
+            art = load_artifact(codec, task, tasknet_hash=tasknet.hash if tasknet is not None else None)
+            codec = codec.bound(art)
+            analysis = None  # an analysis made without this artifact's encoder prompts does not apply
+        adapter_hash = art.hash
+    elif task != "recon" and codec.produces == "picture":
         if tasknet is None:
             tasknet = load_tasknet(task, device=device)
         adapter_hash = tasknet.hash
@@ -259,10 +308,14 @@ def decode_bytes(data: bytes, *, task: str | None = None, device: str = "auto", 
         raise UsageError(f"the file is coded for {own}; it cannot give {task}"
                          + (" (its method codes a picture: --task recon gives it)" if codec.produces == "picture"
                             else ""))
+    net_hash = hd.adapter_hash
+    if METHODS[codec.method].artifact and hd.adapter_hash != bytes(16):
+        art = load_artifact(codec, own, model_hash=hd.adapter_hash)
+        codec, net_hash = codec.bound(art), art.tasknet_hash
     if task != "recon":
         if tasknet is None:
-            tasknet = load_tasknet(task, model_hash=hd.adapter_hash, device=device)
-        elif tasknet.hash != hd.adapter_hash:
+            tasknet = load_tasknet(task, model_hash=net_hash, device=device)
+        elif tasknet.hash != net_hash:
             raise UsageError("the file was made for another task network than the one given")
     lo, hi = codec.quality_range
     if not lo <= hd.quality <= hi:

@@ -22,6 +22,9 @@ class MethodSpec:
     # what the decoder produces: "picture" (a task network runs on it for machine tasks),
     # "features" (a decoder-side head finishes the task) or "task" (the output itself)
     produces: str = "picture"
+    # the zoo kind of the per-task artifact a machine-task file names in adapter_hash
+    # (None: the task network itself, for methods that code a plain picture)
+    artifact: str | None = None
     # "codec", "export", "trainable" (shipped state -> trainable model), "model",
     # "config": "module:attribute"
     code: dict = field(default_factory=dict)
@@ -47,6 +50,10 @@ def _context(part: str) -> str:
     return f"icmcodec.methods.context.{part}"
 
 
+def _transtic(part: str) -> str:
+    return f"icmcodec.methods.transtic.{part}"
+
+
 METHODS: dict[str, MethodSpec] = {
     spec.name: spec
     for spec in (
@@ -63,6 +70,14 @@ METHODS: dict[str, MethodSpec] = {
                    code={"codec": _context("codec:ContextCodec"), "export": _context("export:main"),
                          "trainable": _context("export:trainable_from_state"),
                          "model": _context("model:GainedContext"), "config": _context("model:ContextConfig")}),
+        MethodSpec("transtic", MethodId.TRANSTIC, tuple(TaskTag),
+                   "TIC (Swin-transformer blocks in the transforms) transferred to a machine task by a prompt "
+                   "set: instance prompts at the encoder, task prompts at the decoder (TransTIC); the decoder "
+                   "runs the task's clean network on the machine-oriented picture",
+                   artifact="promptset",
+                   code={"codec": _transtic("codec:TransticCodec"), "export": _transtic("export:main"),
+                         "trainable": _transtic("export:trainable_from_state"), "model": _transtic("model:TIC"),
+                         "config": _transtic("model:TransticConfig")}),
     )
 }
 

@@ -83,8 +83,11 @@ def run_tiled(fn: Callable, height: int, width: int, *, scale, tile: int, halo: 
 @dataclass(frozen=True)
 class Geometry:
     """How one layer maps positions along an axis: ``conv`` (stride, kernel, padding),
-    ``deconv`` (transposed: stride, kernel, padding; output = stride x input), or
-    ``point`` (pointwise: GDN, activations)."""
+    ``deconv`` (transposed: stride, kernel, padding; output = stride x input),
+    ``point`` (pointwise: GDN, activations) or ``window`` (a stack of ``padding``
+    window-attention layers on windows of ``kernel``, shifted or not, as in a Swin
+    block: an output reads less than ``padding`` windows to each side, and the input
+    must start on the window grid so that a tile's windows are the picture's)."""
 
     kind: str
     stride: int = 1
@@ -98,6 +101,8 @@ class Geometry:
             return a * s - p, (b - 1) * s - p + k
         if self.kind == "deconv":
             return -((k - 1 - p - a) // s), (b - 1 + p) // s + 1  # ceil((a+p-k+1)/s), floor + 1
+        if self.kind == "window":
+            return (a // k - p) * k, (-(-b // k) + p) * k
         return a, b
 
     def out_span(self, c0: int, c1: int) -> tuple[int, int]:
@@ -113,7 +118,12 @@ class Geometry:
 
 
 def geometry_of(module) -> Geometry:
+    """A layer's :class:`Geometry`: its own ``tiling_geometry()`` if it has one (Swin
+    blocks), else from its type."""
     import torch.nn as nn
+
+    if hasattr(module, "tiling_geometry"):
+        return module.tiling_geometry()
 
     if isinstance(module, nn.ConvTranspose2d):
         if module.output_padding[0] != module.stride[0] - 1:
@@ -147,9 +157,12 @@ def run_stack(layers, x, span_y: tuple[int, int], span_x: tuple[int, int], want_
             raise ValueError("the tile's halo is smaller than the stack's receptive field")
         if geo.kind == "conv" and geo.stride > 1:  # keep strided layers on their grid
             ya, xa = ya - ya % geo.stride, xa - xa % geo.stride
+        if geo.kind == "window":  # and windowed ones on the picture's windows
+            ya, xa = ya - ya % geo.kernel, xa - xa % geo.kernel
         x = x[..., ya - cy[0]:yb - cy[0], xa - cx[0]:xb - cx[0]]
+        # a layer that needs to know where its input lies (prompts cut to the span) says so
+        x = layer(x, (ya, yb), (xa, xb)) if getattr(layer, "wants_span", False) else layer(x)
         cy, cx = geo.out_span(ya, yb), geo.out_span(xa, xb)
-        x = layer(x)
     (ya, yb), (xa, xb) = want_y, want_x
     return x[..., ya - cy[0]:yb - cy[0], xa - cx[0]:xb - cx[0]]
 

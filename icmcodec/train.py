@@ -73,12 +73,16 @@ class CropSampler:
         return torch.from_numpy(out).permute(0, 3, 1, 2)
 
 
-def rd_loss(model, x: torch.Tensor, levels: torch.Tensor, lambdas) -> dict:
-    out = model(x, levels)
-    n_px = x.shape[2] * x.shape[3]
+def rd_bpp(out: dict, x: torch.Tensor) -> torch.Tensor:
+    """Estimated bits per pixel of each picture from a forward pass's likelihoods."""
     bits_y = -torch.log2(out["y_lik"]).flatten(1).sum(1)
     bits_z = -torch.log2(out["z_lik"]).flatten(1).sum(1)
-    bpp = (bits_y + bits_z) / n_px
+    return (bits_y + bits_z) / (x.shape[2] * x.shape[3])
+
+
+def rd_loss(model, x: torch.Tensor, levels: torch.Tensor, lambdas) -> dict:
+    out = model(x, levels)
+    bpp = rd_bpp(out, x)
     mse = F.mse_loss(out["x_hat"].clamp(0, 1), x, reduction="none").flatten(1).mean(1)
     lam = torch.tensor(lambdas, dtype=x.dtype, device=x.device)[levels]
     loss = (lam * 255.0**2 * mse + bpp).mean()
@@ -141,6 +145,8 @@ def init_from(model: GainedHyperprior, ckpt_path: str) -> None:
     else:
         ck = torch.load(ckpt_path, map_location="cpu", weights_only=False)
     state = {k: v for k, v in ck["model"].items() if k != "log2_gain"}
+    if hasattr(model, "adapt_warm_start"):  # a method whose layout differs from its source's
+        state = model.adapt_warm_start(state, ck["config"])
     model.load_state_dict(state, strict=False)
     old = ck["model"]["log2_gain"].double()
     old_l = np.log(np.asarray(ck["config"]["lambdas"], dtype=np.float64))

@@ -20,7 +20,7 @@ import pytest
 from PIL import Image
 
 import bitstream
-from icmcodec import pipeline, zoo
+from icmcodec import pipeline
 
 FIXTURES = Path(__file__).parent / "fixtures"
 GOLDEN_DIR = FIXTURES / "golden"

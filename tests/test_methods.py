@@ -11,10 +11,13 @@ import bitstream
 from cli.main import main
 from icmcodec import pipeline
 from icmcodec.registry import METHODS
-from icmcodec.zoo.tiny import write_tiny_context_model, write_tiny_model
+from icmcodec.zoo.tiny import write_tiny_context_model, write_tiny_model, write_tiny_prompt_set, write_tiny_transtic_model
 
 # a tiny model writer per method: a new method without one fails test_every_method_is_covered
-TINY = {"hyperprior": (write_tiny_model, "test-tiny-0"), "context": (write_tiny_context_model, "test-tiny-context-0")}
+TINY = {"hyperprior": (write_tiny_model, "test-tiny-0"), "context": (write_tiny_context_model, "test-tiny-context-0"),
+        "transtic": (write_tiny_transtic_model, "test-tiny-transtic-0")}
+# methods whose machine-task files name a per-task artifact: a writer of one for semseg
+ARTIFACTS = {"transtic": write_tiny_prompt_set}
 
 
 def test_every_method_is_covered():
@@ -26,6 +29,8 @@ def env(tmp_path, monkeypatch, tasknet_dir):
     for method, (write, name) in TINY.items():
         write(tmp_path / "models" / name)
     net = tasknet_dir("semseg")
+    for method, write in ARTIFACTS.items():
+        write(tmp_path / "models" / f"{method}-semseg", tmp_path / "models" / TINY[method][1], net, "semseg")
     monkeypatch.setenv("ICM_MODEL_PATH", f"{tmp_path / 'models'}{os.pathsep}{net.parent}")
     work = tmp_path / "work"
     work.mkdir()

@@ -182,13 +182,19 @@ def main(argv=None) -> None:
     p.add_argument("--resume", action="store_true", help="continue from the logs in --out (same settings)")
     p.add_argument("--shard", metavar="K/N", help="compute only every N-th picture, from the K-th (see above)")
     a = p.parse_args(argv)
+    import torch
+
+    with torch.no_grad():  # restores the caller's grad mode (tests call main in-process)
+        _run(a)
+
+
+def _run(a) -> None:
     import warnings
 
     warnings.filterwarnings("ignore", message=".*torch.jit.script.*")  # raised by timm's imports
 
     import torch
 
-    torch.set_grad_enabled(False)
     from icmcodec import pipeline
     from icmcodec.tasks.registry import task as task_spec
 

@@ -106,10 +106,16 @@ def main(argv=None) -> None:
     p.add_argument("--limit", type=int, default=0, help="use only the first N images")
     p.add_argument("--out", type=Path, default=Path("benchmarks/results/rd"))
     a = p.parse_args(argv)
+    import torch
+
+    with torch.no_grad():  # restores the caller's grad mode (tests call main in-process)
+        _run(a)
+
+
+def _run(a) -> None:
 
     import torch
 
-    torch.set_grad_enabled(False)
     from icmcodec import pipeline
     from icmcodec.imageio import IMAGE_SUFFIXES, load_rgb
 

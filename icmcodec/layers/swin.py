@@ -168,6 +168,12 @@ class SwinBlock(nn.Module):
             nn.init.zeros_(self.proj.weight)
             nn.init.zeros_(self.proj.bias)
 
+    def tiling_geometry(self):
+        """For :mod:`icmcodec.tiling`: window attention, ``depth`` layers deep."""
+        from icmcodec.tiling import Geometry
+
+        return Geometry("window", kernel=self.layers[0].window, padding=len(self.layers))
+
     def forward(self, x: torch.Tensor, prompts: list | None = None) -> torch.Tensor:
         y = x
         for i, layer in enumerate(self.layers):

@@ -44,6 +44,15 @@ class Codec:
         self.model_hash = model_hash
 
     @property
+    def artifact(self):
+        """The per-task artifact bound on (a prompt set; see ``MethodSpec.artifact``), or None."""
+        return None
+
+    def bound(self, artifact) -> "Codec":
+        """This codec with a per-task artifact on (methods with artifacts override it)."""
+        raise NotImplementedError(f"method {self.method} has no per-task artifacts")
+
+    @property
     def quality_range(self) -> tuple[float, float]:
         """Trained levels span 0..levels-1; a model's config may extend the low end
         (extrapolated gains, see ``exact.quality_log2_gain``)."""

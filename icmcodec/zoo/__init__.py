@@ -101,7 +101,7 @@ def find(name: str | None = None, *, task: str = "recon", model_hash: bytes | No
         models = [m for m in models if m.config.get("method") == method]
         if not models:
             raise ModelNotFoundError(f"no model of method {method} is installed (see 'icm models')")
-    what = "model" if kind == "codec" else "task network"
+    what = {"codec": "model", "tasknet": "task network", "promptset": "prompt set"}.get(kind, kind)
     if model_hash is not None:
         for m in models:
             if m.hash() == model_hash:

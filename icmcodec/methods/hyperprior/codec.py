@@ -63,10 +63,12 @@ class Tiling:
     (``benchmarks/hostile.py``): peak memory per tile against overlap. Pictures up to
     1024 pixels a side (every validation photo) run in one tile, as before tiling."""
 
-    analysis: int = 1024  # pixels; halo 32
+    analysis: int = 1024  # pixels
     hyper_analysis: int = 256  # latents (4096 pixels); halo 8
     hyper_synthesis: int = 40  # hyper-latents (2560 pixels); halo 2
-    synthesis: int = 48  # latents (768 pixels); halo 2
+    synthesis: int = 48  # latents (768 pixels)
+    analysis_halo: int = 32  # pixels (methods with wider transforms set more)
+    synthesis_halo: int = 2  # latents
 
 
 class HyperpriorCodec(Codec):
@@ -83,7 +85,7 @@ class HyperpriorCodec(Codec):
         self.arch = self.config_cls.from_dict(config["arch"])
         self.levels = self.arch.levels
         self.device = torch.device(device)
-        net = torch.nn.ModuleDict(dict(zip(("g_a", "g_s", "h_a"), build_transforms(self.arch))))
+        net = torch.nn.ModuleDict(dict(zip(("g_a", "g_s", "h_a"), self._float_transforms())))
         # kernels may be stored in float16 (export --compact); the transforms run in float32
         float_state = {k[len("float.") :]: torch.from_numpy(np.asarray(v, dtype=np.float32)) for k, v in state.items() if k.startswith("float.")}
         try:
@@ -143,21 +145,42 @@ class HyperpriorCodec(Codec):
         return np.broadcast_to(np.arange(shape[0])[:, None, None], shape)
 
     # ---- the float transforms, in tiles ------------------------------------------
+    def _float_transforms(self):
+        """(g_a, g_s, h_a) modules the float state loads into (methods with other
+        layouts override this)."""
+        return build_transforms(self.arch)
+
+    def _analysis_layers(self):
+        """The g_a layers the tiled analysis runs, and a hook called with each input tile
+        and its origin before the layers run (None here; prompted methods use it)."""
+        return list(self.g_a), None
+
+    def _synthesis_layers(self):
+        return list(self.g_s)
+
+    def _run_g_a(self, x: torch.Tensor) -> torch.Tensor:
+        """g_a on a whole batch (no tiles)."""
+        return self.g_a(x)
+
     @torch.no_grad()
     def _analysis(self, rgb_padded: np.ndarray) -> np.ndarray:
         """Padded H x W x 3 uint8 -> y, M x H/16 x W/16 float32 (g_a in tiles)."""
         ph, pw = rgb_padded.shape[:2]
         y = np.empty((self.arch.M, ph // 16, pw // 16), dtype=np.float32)
+        layers, on_tile = self._analysis_layers()
 
         def tile(y0, y1, x0, x1):
             x = torch.from_numpy(np.ascontiguousarray(rgb_padded[y0:y1, x0:x1])).permute(2, 0, 1)[None]
-            return x.float().div(255).to(self.device)
+            x = x.float().div(255).to(self.device)
+            if on_tile is not None:
+                on_tile(x, y0, x0)
+            return x
 
         def put(oy0, oy1, ox0, ox1, part):
             y[:, oy0:oy1, ox0:ox1] = part[0].cpu().numpy()
 
-        run_stack_tiled(list(self.g_a), tile, ph, pw, scale=Fraction(1, 16), tile=self.tiling.analysis, halo=32,
-                        align=16, put=put)
+        run_stack_tiled(layers, tile, ph, pw, scale=Fraction(1, 16), tile=self.tiling.analysis,
+                        halo=self.tiling.analysis_halo, align=16, put=put)
         return y
 
     @torch.no_grad()
@@ -189,7 +212,8 @@ class HyperpriorCodec(Codec):
                 rgb[oy0:min(oy1, h), ox0:min(ox1, w)] = (x_hat * 255).round().byte().permute(1, 2, 0).cpu().numpy()
 
         _, hy, wy = y_sym.shape
-        run_stack_tiled(list(self.g_s), tile, hy, wy, scale=16, tile=self.tiling.synthesis, halo=2, put=put)
+        run_stack_tiled(self._synthesis_layers(), tile, hy, wy, scale=16, tile=self.tiling.synthesis,
+                        halo=self.tiling.synthesis_halo, put=put)
         return rgb
 
     # ---- encode / decode ----------------------------------------------------------
@@ -229,7 +253,7 @@ class HyperpriorCodec(Codec):
             x = np.stack([np.pad(rgbs[i], ((0, ph - rgbs[i].shape[0]), (0, pw - rgbs[i].shape[1]), (0, 0)),
                                  mode="edge") for i in idx])
             xt = torch.from_numpy(x).permute(0, 3, 1, 2).float().div(255).to(self.device)
-            y = self.g_a(xt)
+            y = self._run_g_a(xt)
             z = self.h_a(y).double().cpu().numpy()
             y = y.cpu().numpy()
             for j, i in enumerate(idx):

@@ -1,7 +1,14 @@
-"""TransTIC (Chen et al., ICCV 2023): a transformer codec for people, transferred to a
-machine task by prompts, with the codec frozen.
+"""TransTIC (Chen et al., ICCV 2023): a transformer codec for people (TIC), transferred
+to a machine task by prompts, with the codec frozen.
 
 | module | what |
 |---|---|
-| ``model`` | TIC (hybrid or paper layout), the prompt generator, the prompt set; warm start from a hyperprior |
+| ``model`` | TIC (hybrid or paper layout) built from :mod:`icmcodec.layers.swin`; the prompt generator; the prompt set; the warm start from a hyperprior |
+| ``export`` | TIC -> the shipped model file (the hyperprior's format); prompt sets -> ``promptset`` folders |
+| ``codec`` | coding time: TIC's chunks with a prompt set bound on (tiled, exact like every method) |
+| ``train`` | a task's prompt set, TIC and the task network frozen (TIC itself: ``python -m icmcodec.train --method transtic``) |
+
+Files: method id ``TRANSTIC`` (2); ``adapter_hash`` names the prompt set, which names
+the base model and the task network; ``--task recon`` gives the (machine-oriented)
+picture.
 """

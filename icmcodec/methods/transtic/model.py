@@ -134,6 +134,15 @@ class TIC(GainedHyperprior):
         super().__init__(cfg)
         self.g_a, self.g_s = build_tic_transforms(cfg)
 
+    def adapt_warm_start(self, state: dict, source_arch: dict) -> dict:
+        """For ``icmcodec.train --init``: a hyperprior's tensors, renumbered for the hybrid
+        layout (a TIC's state passes through unchanged)."""
+        if "layout" in source_arch:
+            return state
+        if self.cfg.layout != "hybrid":
+            raise ValueError("only the hybrid TIC layout warm-starts from a hyperprior")
+        return renumber_hyperprior_state(state)
+
     def forward(self, x: torch.Tensor, levels: torch.Tensor, enc_prompts: list | None = None,
                 dec_prompts: list | None = None) -> dict:
         return self.rd_forward(self.g_a(x, enc_prompts), levels, lambda y: self.g_s(y, dec_prompts))
@@ -189,19 +198,24 @@ def from_hyperprior(hp: GainedHyperprior, cfg: TransticConfig) -> TIC:
     if cfg.layout != "hybrid":
         raise ValueError("only the hybrid layout warm-starts from a hyperprior")
     tic = TIC(cfg)
-    moved = {"g_a": _renumber(HYBRID_AFTER_A), "g_s": _renumber(HYBRID_AFTER_S)}
-    state = {}
-    for k, v in hp.state_dict().items():
-        part, _, rest = k.partition(".")
-        if part in moved:
-            i, _, leaf = rest.partition(".")
-            k = f"{part}.{moved[part][int(i)]}.{leaf}"
-        state[k] = v
-    missing, unexpected = tic.load_state_dict(state, strict=False)
+    missing, unexpected = tic.load_state_dict(renumber_hyperprior_state(hp.state_dict()), strict=False)
     new_blocks = tuple(f"{part}.{i}." for part in ("g_a", "g_s") for i, _ in getattr(tic, part).blocks())
     if unexpected or any(not k.startswith(new_blocks) for k in missing):
         raise ValueError(f"warm start does not fit: missing {missing[:4]}, unexpected {unexpected[:4]}")
     return tic
+
+
+def renumber_hyperprior_state(state: dict) -> dict:
+    """A hyperprior's state dict with its g_a / g_s layer indices moved to the hybrid's."""
+    moved = {"g_a": _renumber(HYBRID_AFTER_A), "g_s": _renumber(HYBRID_AFTER_S)}
+    out = {}
+    for k, v in state.items():
+        part, _, rest = k.partition(".")
+        if part in moved:
+            i, _, leaf = rest.partition(".")
+            k = f"{part}.{moved[part][int(i)]}.{leaf}"
+        out[k] = v
+    return out
 
 
 def _renumber(after: tuple[int, ...], n: int = 7) -> dict[int, int]:

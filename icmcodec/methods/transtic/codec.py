@@ -1,0 +1,161 @@
+"""TransTIC at coding time: TIC's chunks, with a task's prompt set on both sides.
+
+The stream is the hyperprior's exactly (one HYPER, one LATENT chunk; the exact h_s
+computes every entropy parameter), because prompts live only in the float transforms:
+the encoder's instance prompts change which latent g_a produces, the decoder's task
+prompts change what g_s makes of it. So a TransTIC file decodes to the same symbols on
+every machine like every icm file, and without a prompt set (``--task recon``) the
+codec is plain TIC.
+
+A prompt set is a model folder of kind ``promptset`` (``config.json`` names its
+method, task, base model hash and task network hash; ``model.safetensors`` holds the
+generator and the task prompts). :meth:`TransticCodec.bound` returns the codec with one
+set on: a shallow copy sharing every weight, so a loaded codec is never switched
+globally. The file header's ``adapter_hash`` names the set; the set names its task
+network.
+
+Tiles: Swin blocks read up to ``depth`` windows to each side and must see the
+picture's own window grid (:class:`icmcodec.tiling.Geometry` ``window``); instance
+prompts are computed from each input tile by the generator and cut to the span each
+block receives. The halos below cover both (a test checks tiled against whole).
+"""
+from __future__ import annotations
+
+import copy
+
+import numpy as np
+import torch
+import torch.nn as nn
+
+from icmcodec.layers.swin import TaskPrompts
+from icmcodec.methods.hyperprior.codec import HyperpriorCodec, Tiling
+from icmcodec.methods.hyperprior.transforms import FixedGDN
+from icmcodec.methods.transtic.model import (PromptGenerator, SwinBlock, TransticConfig, build_tic_transforms,
+                                             prompted_scales)
+
+# g_a: a block at 1/8 reads 2 windows of 8 each side plus its own (24 latents at 1/8 =
+# 192 pixels), the generator's receptive field adds about 31, the convs after it a few
+TRANSTIC_TILING = Tiling(analysis_halo=256, synthesis_halo=16)
+
+
+class PromptSet:
+    """A task's prompt set, loaded: the generator and the task prompts, with identity."""
+
+    def __init__(self, config: dict, state: dict[str, np.ndarray], model_hash: bytes, arch: TransticConfig,
+                 g_a, g_s, device):
+        self.config, self.hash = config, model_hash
+        self.task = config["task"]
+        self.base_hash = bytes.fromhex(config["base_hash"])
+        self.tasknet_hash = bytes.fromhex(config["tasknet_hash"]) if config.get("tasknet_hash") else None
+        self.encoder, self.decoder = config.get("encoder", True), config.get("decoder", True)
+        # a set may prompt one side only (the ablations): the other part is absent
+        gen = PromptGenerator(arch, prompted_scales(g_a)) if self.encoder else None
+        tp = (TaskPrompts([(arch.N, len(b.layers)) for b in g_s if isinstance(b, SwinBlock)],
+                          tokens=arch.prompt_tokens) if self.decoder else None)
+        mods = nn.ModuleDict({k: v for k, v in (("generator", gen), ("task_prompts", tp)) if v is not None})
+        tensors = {k: torch.from_numpy(np.asarray(v, dtype=np.float32)) for k, v in state.items()}
+        try:
+            mods.load_state_dict(tensors, strict=True)
+        except RuntimeError as e:
+            raise ValueError(f"prompt set does not fit its base: {' '.join(str(e).split())[:300]}") from None
+        mods.eval().to(device)
+        self.generator, self.task_prompts = gen, tp
+
+
+class _Prompted(nn.Module):
+    """A Swin block inside a tiled run, fed the prompts for the span it receives."""
+
+    wants_span = True
+
+    def __init__(self, block: SwinBlock, prompts_for):
+        super().__init__()
+        self.block, self.prompts_for = block, prompts_for
+
+    def tiling_geometry(self):
+        return self.block.tiling_geometry()
+
+    def forward(self, x, span_y, span_x):
+        return self.block(x, self.prompts_for(span_y, span_x))
+
+
+class TransticCodec(HyperpriorCodec):
+    """TIC (hybrid or paper layout) with an optional prompt set (:meth:`bound`)."""
+
+    method = "transtic"
+    config_cls = TransticConfig
+
+    def __init__(self, config: dict, state: dict[str, np.ndarray], model_hash: bytes, device="cpu", tiling=None):
+        super().__init__(config, state, model_hash, device, tiling or TRANSTIC_TILING)
+        self.prompt_set: PromptSet | None = None
+
+    def _float_transforms(self):
+        g_a, g_s = build_tic_transforms(self.arch, gdn=lambda c, inverse: FixedGDN(c, inverse))
+        h_a = super()._float_transforms()[2]
+        return g_a, g_s, h_a
+
+    def load_prompt_set(self, config: dict, state: dict[str, np.ndarray], model_hash: bytes) -> PromptSet:
+        if bytes.fromhex(config["base_hash"]) != self.model_hash:
+            raise ValueError(f"prompt set {config.get('name')} was made for base {config['base_hash'][:12]}, "
+                             f"not for {self.model_hash.hex()[:12]}")
+        return PromptSet(config, state, model_hash, self.arch, self.g_a, self.g_s, self.device)
+
+    @property
+    def artifact(self) -> PromptSet | None:
+        return self.prompt_set
+
+    def bound(self, prompt_set: PromptSet | None) -> "TransticCodec":
+        """This codec with ``prompt_set`` on (a shallow copy: the weights are shared)."""
+        out = copy.copy(self)
+        out.prompt_set = prompt_set
+        return out
+
+    # ---- prompts into the transforms --------------------------------------------------
+    def _enc_prompts(self):
+        ps = self.prompt_set
+        return ps.generator if ps is not None else None
+
+    def _dec_prompts(self):
+        ps = self.prompt_set
+        return ps.task_prompts.per_block() if ps is not None and ps.task_prompts is not None else None
+
+    def _analysis_layers(self):
+        gen = self._enc_prompts()
+        if gen is None:
+            return list(self.g_a), None
+        maps, origin = {}, {}
+        blocks = [i for i, m in enumerate(self.g_a) if isinstance(m, SwinBlock)][:len(gen.scales)]
+        scales = dict(zip(blocks, gen.scales))
+
+        def on_tile(x, y0, x0):  # the generator on this input tile; cut per block below
+            maps["tile"] = gen(x)
+            origin["yx"] = (y0, x0)
+
+        def prompts_for(k, i):
+            s = scales[i]
+
+            def cut(span_y, span_x):
+                y0, x0 = origin["yx"]
+                oy, ox = y0 // s, x0 // s
+                (a, b), (c, d) = span_y, span_x  # the block's input span, at half its resolution
+                return [m[..., a // 2 - oy:b // 2 - oy, c // 2 - ox:d // 2 - ox] for m in maps["tile"][k]]
+            return cut
+
+        layers = [(_Prompted(m, prompts_for(blocks.index(i), i)) if i in scales else m) for i, m in enumerate(self.g_a)]
+        return layers, on_tile
+
+    def _synthesis_layers(self):
+        per_block = self._dec_prompts()
+        if per_block is None:
+            return list(self.g_s)
+        out, k = [], 0
+        for m in self.g_s:
+            if isinstance(m, SwinBlock):
+                out.append(_Prompted(m, (lambda p: lambda span_y, span_x: p)(per_block[k])))
+                k += 1
+            else:
+                out.append(m)
+        return out
+
+    def _run_g_a(self, x: torch.Tensor) -> torch.Tensor:
+        gen = self._enc_prompts()
+        return self.g_a(x, gen(x) if gen is not None else None)

@@ -1,0 +1,61 @@
+"""Export TIC (the base) and TransTIC prompt sets to the shipped format.
+
+* The base: ``python -m icmcodec.zoo.export RUN/last.pt OUT_DIR --name NAME`` for a
+  transtic checkpoint. The file is the hyperprior's (:mod:`icmcodec.methods.hyperprior.export`):
+  the Swin blocks are float transform weights like the convolutions (``float.g_a.*``,
+  ``float.g_s.*``); h_s, gains and tables are stored the same way.
+* A prompt set (:func:`write_prompt_set`): ``config.json`` (kind ``promptset``,
+  method, task, the base's hash, the task network's hash, which sides it prompts)
+  and ``model.safetensors`` with ``generator.*`` and ``task_prompts.*``. Its content
+  hash is what a file's header names in ``adapter_hash``.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+
+from icmcodec.methods.hyperprior import export as hp
+from icmcodec.methods.transtic.model import TIC, TransTIC, TransticConfig
+
+
+def export_state(model: TIC, compact: bool = False) -> dict[str, np.ndarray]:
+    return hp.export_state(model, compact)
+
+
+def trainable_from_state(config: dict, state: dict[str, np.ndarray]) -> TIC:
+    return hp.trainable_from_state(config, state, TIC(TransticConfig.from_dict(config["arch"])))
+
+
+def prompt_set_arrays(ps: TransTIC) -> dict[str, np.ndarray]:
+    return {k: v.detach().float().contiguous().numpy() for k, v in ps.state_dict().items()}
+
+
+def write_prompt_set(ps: TransTIC, folder: Path, *, name: str, task: str, base_hash: bytes, tasknet_hash: bytes,
+                     encoder: bool = True, decoder: bool = True, default: bool = False, **extra) -> bytes:
+    """Write a prompt set folder; returns its content hash (the ``adapter_hash``)."""
+    from icmcodec.imageio import atomic_write
+    from icmcodec.zoo import model_hash
+
+    arrays = prompt_set_arrays(ps)
+    if not encoder:
+        arrays = {k: v for k, v in arrays.items() if not k.startswith("generator.")}
+    if not decoder:
+        arrays = {k: v for k, v in arrays.items() if not k.startswith("task_prompts.")}
+    blob = hp.serialize(arrays)
+    config = {"kind": "promptset", "method": "transtic", "name": name, "task": task, "base_hash": base_hash.hex(),
+              "tasknet_hash": tasknet_hash.hex(), "encoder": encoder, "decoder": decoder,
+              "params": int(sum(v.size for v in arrays.values())), "default": default, **extra}
+    folder = Path(folder)
+    atomic_write(folder / "model.safetensors", blob)
+    atomic_write(folder / "config.json", (json.dumps(config, indent=2) + "\n").encode())
+    return model_hash(blob)
+
+
+def main(argv=None) -> None:
+    hp.main(argv, method="transtic", model_cls=TIC, config_cls=TransticConfig, export=export_state)
+
+
+if __name__ == "__main__":
+    main()
