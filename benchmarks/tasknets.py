@@ -9,7 +9,7 @@ metric is reported with its parameter count, size on disk, multiply-accumulates 
 task's reference input (torch's FLOP counter; FLOPs = 2 x MACs) and CPU time per
 picture. Boundaries: ODS with 99 thresholds (the BSDS benchmark's count); the matching
 is given with ``--matching`` (``greedy`` by default; ``maximum`` is the slower maximum
-bipartite matching).
+bipartite matching; ``bsds`` the BSDS benchmark's own correspondence, through pyedgeeval).
 """
 from __future__ import annotations
 
@@ -41,7 +41,8 @@ def main(argv=None) -> None:
     p.add_argument("pairs", nargs="+", metavar="TASK=DATA")
     p.add_argument("--model", action="append", default=[], metavar="TASK=NAME")
     p.add_argument("--split", default="val")
-    p.add_argument("--matching", default="greedy", choices=["greedy", "maximum"])
+    p.add_argument("--matching", default="greedy", choices=["greedy", "maximum", "bsds"])
+    p.add_argument("--thresholds", type=int, default=99, help="boundary: ODS thresholds (the BSDS benchmark: 99)")
     p.add_argument("--limit", type=int, default=0, help="N pictures spread over the split (0: all)")
     p.add_argument("--out", type=Path)
     a = p.parse_args(argv)
@@ -60,7 +61,7 @@ def main(argv=None) -> None:
         spec = task_spec(name)
         net = pipeline.load_tasknet(name, names.get(name), device="cpu")
         entry = zoo.find(names.get(name), task=name, kind="tasknet")
-        kw = {"thresholds": 99, "matching": a.matching} if name == "boundary" else {}
+        kw = {"thresholds": a.thresholds, "matching": a.matching} if name == "boundary" else {}
         metric = spec.metric(net.labels, **kw)
         samples = spread(spec.dataset(data, a.split), a.limit)
         t_net, t0 = 0.0, time.time()

@@ -197,6 +197,25 @@ def test_greedy_and_maximum_matching_agree_closely_on_random_edges():
     assert n_g <= n_m and n_g >= 0.85 * n_m
 
 
+def test_bsds_matching_is_the_benchmarks_own_and_not_below_greedy():
+    """The BSDS code (through pyedgeeval) on hand-made cases: one exact pair, one pair
+    within tolerance, nothing beyond it; on random edges it matches at least what the
+    distance-ordered greedy matching does."""
+    pytest.importorskip("pyEdgeEval._lib", reason="pyedgeeval (the bench extra) is not installed")
+    pred = np.zeros((20, 20), bool)
+    gt = np.zeros((20, 20), bool)
+    pred[5, 5] = gt[5, 5] = True  # exact
+    pred[10, 10], gt[10, 12] = True, True  # 2 pixels apart
+    pred[15, 2], gt[2, 17] = True, True  # far apart
+    m, n = M.match_count(pred, gt, 2.5, "bsds")
+    assert n == 2 and m[5, 5] and m[10, 10] and not m[15, 2]
+    m, n = M.match_count(pred, gt, 1.5, "bsds")
+    assert n == 1 and m[5, 5] and not m[10, 10]
+    rng = np.random.default_rng(6)
+    pred, gt = rng.random((60, 60)) < 0.05, rng.random((60, 60)) < 0.05
+    assert M.match_count(pred, gt, 2.5, "bsds")[1] >= M.match_count(pred, gt, 2.5, "greedy")[1]
+
+
 def test_writer_suffix_table_matches_the_writers():
     import numpy as np
 

@@ -129,17 +129,33 @@ def _greedy_match(pred: np.ndarray, gt: np.ndarray, pp: np.ndarray, max_dist: fl
     return match
 
 
+def _bsds_match(pred: np.ndarray, gt: np.ndarray, max_dist: float) -> tuple[np.ndarray, int]:
+    """The BSDS500 benchmark's own correspondence (its min-cost assignment with outlier
+    costs, ``correspondPixels``), as the registry package ``pyedgeeval`` compiles it;
+    ``max_dist`` in pixels here, as a fraction of the diagonal there."""
+    try:
+        from pyEdgeEval._lib import correspond_pixels
+    except ImportError:
+        raise RuntimeError("matching 'bsds' needs the pyedgeeval package (pip install '.[bench]')") from None
+    h, w = pred.shape
+    m1, m2, _, _ = correspond_pixels(pred.astype(np.float64), np.asarray(gt, np.float64), max_dist / np.hypot(h, w))
+    return m1 > 0, int((m2 > 0).sum())
+
+
 def match_count(pred: np.ndarray, gt: np.ndarray, max_dist: float, method: str = "greedy") -> tuple[np.ndarray, int]:
     """One-to-one matching of boundary pixels within ``max_dist``.
 
     ``method="maximum"``: maximum bipartite matching (most pairs); ``"greedy"``: pairs
     taken in order of distance, which, like the BSDS code's min-cost assignment,
-    prefers near pairs, and runs in milliseconds. Returns (boolean map of matched
+    prefers near pairs, and runs in milliseconds; ``"bsds"``: the BSDS code itself
+    (through pyedgeeval; about 30 times slower than greedy). Returns (boolean map of matched
     predicted pixels, number of matched GT pixels)."""
     pp = np.argwhere(pred)
     matched = np.zeros(pred.shape, dtype=bool)
     if len(pp) == 0 or not gt.any():
         return matched, 0
+    if method == "bsds":
+        return _bsds_match(pred, gt, max_dist)
     if method == "maximum":
         m = _maximum_match(pp, np.argwhere(gt), max_dist)
     elif method == "greedy":
