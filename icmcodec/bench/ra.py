@@ -79,14 +79,16 @@ class PictureLog:
     then one line per finished picture."""
 
     def __init__(self, folder: Path, settings: dict, resume: bool, shard: tuple[int, int] | None):
-        self.folder, self.settings = folder, settings
+        # a snapshot as the file stores it: the objects it came from may change during the
+        # run (pillow-heif adds its defaults to the enc_params dict it is given)
+        self.folder, self.settings = folder, json.loads(json.dumps(settings))
         self.path = folder / ("pictures.jsonl" if shard is None else f"pictures-{shard[0]}-of-{shard[1]}.jsonl")
         folder.mkdir(parents=True, exist_ok=True)
         if not resume:  # a fresh run: no picture of an earlier one counts
             for f in folder.glob("pictures*.jsonl"):
                 f.unlink()
         if not self.path.exists():
-            self.path.write_text(json.dumps({"settings": settings}) + "\n")
+            self.path.write_text(json.dumps({"settings": self.settings}) + "\n")
 
     def records(self) -> dict[str, dict]:
         """Every finished picture in the folder's logs (all shards), by name."""
