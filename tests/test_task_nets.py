@@ -181,7 +181,7 @@ def test_decode_without_the_task_network_is_a_clear_error(env, monkeypatch, tmp_
     assert not (env / "p0.semseg.png").exists()
 
 
-@pytest.mark.parametrize("retired", ["semseg-camvid", "cls-caltech101"])
+@pytest.mark.parametrize("retired", ["semseg-camvid", "cls-caltech101", "boundary-bsds500"])
 def test_a_file_made_for_a_retired_network_names_it_and_its_successor(env, retired):
     """The pvt_nano networks of icm 0.1 no longer ship: a file that names one (by the
     hash in its header) fails with one line naming that network and its successor."""
