@@ -318,7 +318,8 @@ def test_a_resumed_benchmark_equals_one_run(env, tmp_path, monkeypatch):
     lines = (tmp_path / "one" / "pictures.jsonl").read_text().splitlines()
     assert len(lines) == 4 and json.loads(lines[0])["settings"]["task"] == "semseg"
     (tmp_path / "two").mkdir()
-    (tmp_path / "two" / "pictures.jsonl").write_text("\n".join(lines[:2]) + "\n")  # settings + picture 1
+    # settings + picture 1, and picture 2 cut off mid-line (a run killed while writing it)
+    (tmp_path / "two" / "pictures.jsonl").write_text("\n".join(lines[:2]) + "\n" + lines[2][:50])
     ra.main(args + ["--out", str(tmp_path / "two"), "--resume"])
     two = json.loads((tmp_path / "two" / "ra.json").read_text())
     assert two["meta"]["pictures_from_earlier_runs"] == 1

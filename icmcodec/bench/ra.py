@@ -89,12 +89,22 @@ class PictureLog:
                 f.unlink()
         if not self.path.exists():
             self.path.write_text(json.dumps({"settings": self.settings}) + "\n")
+        else:  # drop a last line cut off by a killed run, so that new lines start whole
+            text = self.path.read_text()
+            if not text.endswith("\n"):
+                tmp = self.path.with_suffix(".tmp")
+                tmp.write_text(text[:text.rfind("\n") + 1])
+                tmp.replace(self.path)
 
     def records(self) -> dict[str, dict]:
         """Every finished picture in the folder's logs (all shards), by name."""
         done = {}
         for f in sorted(self.folder.glob("pictures*.jsonl")):
-            lines = [json.loads(x) for x in f.read_text().splitlines() if x.strip()]
+            text = f.read_text()
+            raw = [x for x in text.splitlines() if x.strip()]
+            if raw and not text.endswith("\n"):
+                raw = raw[:-1]  # a run killed while writing its last picture: that picture is redone
+            lines = [json.loads(x) for x in raw]
             if not lines or lines[0].get("settings") != self.settings:
                 raise SystemExit(f"error: {f} was made with other settings; remove it or drop --resume")
             done.update((rec["name"], rec) for rec in lines[1:])
