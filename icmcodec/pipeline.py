@@ -10,10 +10,11 @@ task's clean-trained network (:mod:`icmcodec.tasks`) on the reconstruction. The 
 carries the task tag and the task network's hash (``adapter_hash``), so a file is
 decoded by exactly the network it was encoded for.
 
-Methods with a per-task artifact (``MethodSpec.artifact``: TransTIC's prompt sets)
-name the artifact in ``adapter_hash`` instead; the artifact names the base model it was
-made for (checked on load) and the task network it was trained with, which the
-decoder then runs.
+Methods with a per-task artifact (``MethodSpec.artifact``: TransTIC's and Prompt-ICM's
+prompt sets) name the artifact in ``adapter_hash`` instead; the artifact names the base
+model it was made for (checked on load) and the task network it was trained with, which
+the decoder then runs: on the decoded picture (TransTIC), or, for a method that codes
+features (Prompt-ICM), the artifact's own decoder finishes the task on them.
 """
 from __future__ import annotations
 
@@ -312,7 +313,7 @@ def decode_bytes(data: bytes, *, task: str | None = None, device: str = "auto", 
     if METHODS[codec.method].artifact and hd.adapter_hash != bytes(16):
         art = load_artifact(codec, own, model_hash=hd.adapter_hash)
         codec, net_hash = codec.bound(art), art.tasknet_hash
-    if task != "recon":
+    if task != "recon" and codec.produces == "picture":
         if tasknet is None:
             tasknet = load_tasknet(task, model_hash=net_hash, device=device)
         elif tasknet.hash != net_hash:
@@ -320,6 +321,13 @@ def decode_bytes(data: bytes, *, task: str | None = None, device: str = "auto", 
     lo, hi = codec.quality_range
     if not lo <= hd.quality <= hi:
         raise bitstream.LimitError(f"quality {hd.quality:g} is outside the range {lo:g}..{hi:g} of the model it names")
+    if codec.produces != "picture":
+        # the method's decoder finishes the task itself (Prompt-ICM: prompts and head on
+        # the task network's later stages); its artifact writes the output
+        if codec.artifact is None:
+            raise UsageError(f"the file names no {(METHODS[codec.method].artifact or 'artifact').replace('promptset', 'prompt set')} to decode its task with")
+        out = codec.decode_chunks(hd, c.chunks)
+        return Decoded(hd, task, None, bitstream.bits_per_pixel(c), output=out, tasknet=codec.artifact)
     rgb = codec.decode_chunks(hd, c.chunks)
     res = Decoded(hd, task, rgb, bitstream.bits_per_pixel(c))
     if tasknet is not None:

@@ -54,6 +54,10 @@ def _transtic(part: str) -> str:
     return f"icmcodec.methods.transtic.{part}"
 
 
+def _prompt_icm(part: str) -> str:
+    return f"icmcodec.methods.prompt_icm.{part}"
+
+
 METHODS: dict[str, MethodSpec] = {
     spec.name: spec
     for spec in (
@@ -78,6 +82,16 @@ METHODS: dict[str, MethodSpec] = {
                    code={"codec": _transtic("codec:TransticCodec"), "export": _transtic("export:main"),
                          "trainable": _transtic("export:trainable_from_state"), "model": _transtic("model:TIC"),
                          "config": _transtic("model:TransticConfig")}),
+        MethodSpec("prompt-icm", MethodId.PROMPT_ICM, (TaskTag.SEMSEG, TaskTag.CLS),
+                   "a frozen ImageNet backbone's stage-1 features coded by one controllable feature codec, "
+                   "steered per task by an importance map (compression prompt); the decoder finishes the task "
+                   "with task-adaptive prompts in the task network's frozen later stages and its head "
+                   "(Prompt-ICM); no picture",
+                   produces="features", artifact="promptset",
+                   code={"codec": _prompt_icm("codec:PromptIcmCodec"), "export": _prompt_icm("export:main"),
+                         "trainable": _prompt_icm("export:trainable_from_state"),
+                         "model": _prompt_icm("model:make_feature_codec"),
+                         "config": _prompt_icm("model:PromptIcmConfig")}),
     )
 }
 

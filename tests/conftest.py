@@ -1,8 +1,7 @@
 """Shared fixtures: tiny task networks (random weights, seeded) written as zoo folders."""
 import pytest
 
-TINY_BACKBONE = {"embed_dims": [8, 16, 32, 64], "depths": [1, 1, 1, 1], "num_heads": [1, 1, 2, 2],
-                 "mlp_ratios": [2, 2, 2, 2]}
+from icmcodec.zoo.tiny import TINY_PVT as TINY_BACKBONE
 
 
 def write_tiny_tasknet(folder, task, labels=None, seed=0, name=None):

@@ -11,13 +11,15 @@ import bitstream
 from cli.main import main
 from icmcodec import pipeline
 from icmcodec.registry import METHODS
-from icmcodec.zoo.tiny import write_tiny_context_model, write_tiny_model, write_tiny_prompt_set, write_tiny_transtic_model
+from icmcodec.zoo.tiny import (write_tiny_context_model, write_tiny_model, write_tiny_prompt_icm_model,
+                               write_tiny_prompt_icm_set, write_tiny_prompt_set, write_tiny_transtic_model)
 
 # a tiny model writer per method: a new method without one fails test_every_method_is_covered
 TINY = {"hyperprior": (write_tiny_model, "test-tiny-0"), "context": (write_tiny_context_model, "test-tiny-context-0"),
-        "transtic": (write_tiny_transtic_model, "test-tiny-transtic-0")}
+        "transtic": (write_tiny_transtic_model, "test-tiny-transtic-0"),
+        "prompt-icm": (write_tiny_prompt_icm_model, "test-tiny-prompt-icm-0")}
 # methods whose machine-task files name a per-task artifact: a writer of one for semseg
-ARTIFACTS = {"transtic": write_tiny_prompt_set}
+ARTIFACTS = {"transtic": write_tiny_prompt_set, "prompt-icm": write_tiny_prompt_icm_set}
 
 
 def test_every_method_is_covered():
@@ -47,6 +49,8 @@ def icm(*args):
 @pytest.mark.parametrize("method", sorted(METHODS))
 def test_method_round_trips_through_files_and_the_cli(env, method):
     name = TINY[method][1]
+    if METHODS[method].produces != "picture":
+        return _features_method_round_trip(env, method, name)
     r = icm("encode", "a.png", "--method", method, "--model", name, "-o", "r.icm", "--quality", "1")
     assert r.exit_code == 0, r.output
     hd = bitstream.unpack((env / "r.icm").read_bytes()).header
@@ -91,3 +95,23 @@ def test_missing_or_replaced_artifacts_are_refused_by_name(env, tmp_path, monkey
     os.utime(folder / "model.safetensors", ns=(st.st_atime_ns, st.st_mtime_ns + 10**9))
     r = icm("decode", "s.icm", "--task", "recon", "-o", "x.png")
     assert r.exit_code == 2 and "not installed" in r.output, r.output
+
+
+def _features_method_round_trip(env, method, name):
+    """A method that codes features (Prompt-ICM): machine tasks only, no picture."""
+    r = icm("encode", "a.png", "--method", method, "--model", name, "-o", "r.icm")
+    assert r.exit_code == 2 and "does not code task recon" in r.output
+    r = icm("encode", "a.png", "--method", method, "--model", name, "--task", "semseg", "--task-model",
+            "tiny-semseg", "-o", "s.icm", "--quality", "1")
+    assert r.exit_code == 0, r.output
+    hd = bitstream.unpack((env / "s.icm").read_bytes()).header
+    assert hd.method == METHODS[method].method_id
+    assert icm("decode", "s.icm", "--out-dir", "out").exit_code == 0
+    assert Image.open(env / "out" / "s.semseg.png").size == (72, 48)
+    r = icm("decode", "s.icm", "--task", "recon", "-o", "s.png")
+    assert r.exit_code == 2 and "coded for semseg" in r.output and not (env / "s.png").exists()
+    # the in-memory path and the file path agree
+    codec = pipeline.load_codec(name, device="cpu")
+    rgb = np.asarray(Image.open(env / "a.png"))
+    data = pipeline.encode_image(rgb, task="semseg", quality=1, codec=codec)
+    np.testing.assert_array_equal(pipeline.decode_bytes(data, codec=codec).output, pipeline.decode_bytes(data).output)

@@ -100,6 +100,8 @@ def pick_anchors(names: str) -> dict[str, Anchor]:
     import sys
 
     known, out = all_anchors(), {}
+    if names.strip() in ("", "none"):
+        return out
     for name in names.split(","):
         anchor = known.get(name)
         if anchor is None:

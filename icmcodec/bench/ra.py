@@ -177,6 +177,26 @@ def format_table(doc: dict) -> str:
     return "\n".join(lines)
 
 
+def stored_curves(path: Path | None, task: str, split: str, tasknet_hash: str, samples: int,
+                  skip: set[str]) -> dict[str, list[dict]]:
+    """The curves of an earlier run's ``ra.json``, checked to be comparable: the same task,
+    split, task network and number of pictures (the split's pictures, in order, when both
+    use the whole split). Curves this run computes itself are not taken."""
+    if path is None:
+        return {}
+    try:
+        doc = json.loads(Path(path).read_text())
+        meta = doc["meta"]
+    except (OSError, ValueError, KeyError) as e:
+        raise SystemExit(f"error: --curves-from {path}: not a rate-accuracy result ({e})") from None
+    want = {"task": task, "split": split, "tasknet_hash": tasknet_hash, "samples": samples}
+    got = {k: meta.get(k) for k in want}
+    if got != want:
+        bad = ", ".join(f"{k} {got[k]!r} (this run: {want[k]!r})" for k in want if got[k] != want[k])
+        raise SystemExit(f"error: --curves-from {path} is not comparable: {bad}")
+    return {n: pts for n, pts in doc["curves"].items() if n not in skip}
+
+
 def main(argv=None) -> None:
     p = argparse.ArgumentParser(prog="benchmarks/ra.py", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -188,7 +208,10 @@ def main(argv=None) -> None:
     p.add_argument("--model", action="append", default=None,
                    help="icm coding model, repeatable: each gives a curve icm-<name> (default: the recon default)")
     p.add_argument("--qualities", default=None, help="comma-separated icm qualities (default: 9 over the range)")
-    p.add_argument("--anchors", default="jpeg,webp,avif,heic,jxl")
+    p.add_argument("--anchors", default="jpeg,webp,avif,heic,jxl", help="comma-separated anchors, or 'none'")
+    p.add_argument("--curves-from", type=Path, metavar="RA_JSON",
+                   help="add the curves of an earlier run's ra.json (same task, split, network and pictures) "
+                        "instead of recomputing them: a new method against stored anchors")
     p.add_argument("--thresholds", type=int, default=25, help="boundary only: ODS thresholds (the BSDS code uses 99)")
     p.add_argument("--out", type=Path, required=True)
     p.add_argument("--resume", action="store_true", help="continue from the logs in --out (same settings)")
@@ -273,8 +296,12 @@ def _run(a) -> None:
     by_codec: dict[str, list[dict]] = {}
     for (n, q), c in curves.items():
         by_codec.setdefault(n, []).append({"quality": q, **c.point()})
+    stored = stored_curves(a.curves_from, spec.name, a.split, net.hash.hex(), len(samples), set(by_codec))
     sign = 1.0 if spec.higher_is_better else -1.0
-    bd = {m: {n: bd_pair(by_codec[n], by_codec[m], sign) for n in anchors} for m in by_codec if m.startswith("icm")}
+    mine = [m for m in by_codec if m.startswith("icm")]
+    by_codec.update(stored)
+    refs = list(anchors) + list(stored)
+    bd = {m: {n: bd_pair(by_codec[n], by_codec[m], sign) for n in refs if n != m} for m in mine}
     doc = {
         "meta": {"task": spec.name, "metric": spec.metric.name, "data": str(a.data), "split": a.split,
                  "samples": len(samples), "tasknet": net.config.get("name"), "tasknet_hash": net.hash.hex(),
@@ -283,7 +310,8 @@ def _run(a) -> None:
                  "anchors": {n: {"settings": x.settings, "qualities": x.qualities} for n, x in anchors.items()},
                  "metric_options": kw, "higher_is_better": spec.higher_is_better,
                  "machine": f"{platform.machine()}, {torch.get_num_threads()} torch threads",
-                 "wall_s": time.time() - t0, "pictures_from_earlier_runs": len(finished)},
+                 "wall_s": time.time() - t0, "pictures_from_earlier_runs": len(finished),
+                 "curves_from": {"file": str(a.curves_from), "curves": sorted(stored)} if stored else None},
         "clean": clean.value(), "curves": by_codec, "bd": bd,
     }
     a.out.mkdir(parents=True, exist_ok=True)

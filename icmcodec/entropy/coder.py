@@ -96,6 +96,23 @@ class TableCoder:
             out[pos] = _decode_escapes(dec, pos.size)
         return out
 
+    def bits(self, symbols: np.ndarray, idx: np.ndarray) -> np.ndarray:
+        """The information content of each symbol under its table, in bits (same shape
+        as ``symbols``): where a stream spends its bits. An escaped symbol counts its
+        escape entry plus 16 bits per 16-bit piece (the escape's length code is left out)."""
+        symbols = np.asarray(symbols, dtype=np.int64)
+        idx = np.asarray(idx)
+        out = np.empty(symbols.size, dtype=np.float64)
+        flat = symbols.ravel()
+        for t, pos in self._groups(idx):
+            counts = self.tables.counts[t, : self.tables.lengths[t]].astype(np.float64)
+            v = flat[pos] - self._lo[t]
+            esc = (v < 0) | (v >= self._n[t])
+            v = np.where(esc, self._n[t], v)
+            b = -np.log2(counts[v] / counts.sum())
+            out[pos] = b + np.where(esc, 16.0 * np.ceil(_bit_length(_zigzag(flat[pos])) / 16), 0.0)
+        return out.reshape(symbols.shape)
+
     def encoder(self) -> "StreamEncoder":
         return StreamEncoder(self)
 

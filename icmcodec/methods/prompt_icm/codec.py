@@ -1,0 +1,233 @@
+"""Prompt-ICM at coding time: a task's backbone features in, the task's output out.
+
+Encoder: the picture (edge-padded to the coded size, as every method) goes through the
+frozen extractor; the task's information selector turns stage 1-3 features into the
+importance map ``m``; the quality scales it, ``m_q = m * 2**(q - top)``, and the
+feature codec codes stage 1 under ``m_q``. The stream is the hyperprior's (one HYPER and
+one LATENT chunk, every entropy parameter from the exact integer h_s), so a Prompt-ICM
+file decodes to the same symbols on every machine. The decoder needs no map: the
+synthesis reads its condition from z.
+
+Decoder: the symbols -> ``f_hat`` (the float synthesis) -> the task's prompts and head
+on the task network's frozen later stages (:class:`~.model.TaskDecoder`) -> the task
+output, written by the task's writer. The file holds features, not a picture:
+``--task recon`` on it is an error.
+
+The per-task artifact is a zoo folder of kind ``promptset`` (method ``prompt-icm``):
+selector, prompts and head, naming the base model and the task network it was trained
+with by hash. Pictures are coded whole (no tiles): up to ``MAX_PIXELS``.
+"""
+from __future__ import annotations
+
+import copy
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+import bitstream
+from bitstream import ChunkType
+from icmcodec.exact import ACT_FRAC
+from icmcodec.methods.base import Encoded
+from icmcodec.methods.hyperprior.codec import HyperpriorCodec, padded_size
+from icmcodec.methods.prompt_icm.model import Analysis, InformationSelector, PromptIcmConfig, Synthesis, build_extractor
+
+MAX_PIXELS = 1 << 23  # 8.4 M pixels (3840x2160 fits): the extractor runs on the whole picture
+TOP_QUALITY = 4.0
+
+
+def map_scale(quality: float) -> float:
+    """How the quality scales the importance map: 2**(q - 4), q in 0..4."""
+    return float(2.0 ** (quality - TOP_QUALITY))
+
+
+def feature_view(f: torch.Tensor, resize_short: int, crop: int, stride: int = 4) -> torch.Tensor:
+    """A global task's input view (short side to ``resize_short``, centre ``crop``) taken
+    on a feature map at ``stride``: what the task network would have seen of the picture."""
+    h, w = f.shape[-2:]
+    s = resize_short / stride / min(h, w)
+    c = crop // stride
+    nh, nw = max(c, round(h * s)), max(c, round(w * s))
+    f = F.interpolate(f, size=(nh, nw), mode="bilinear", align_corners=False, antialias=s < 1)
+    t, left = (nh - c) // 2, (nw - c) // 2
+    return f[..., t:t + c, left:left + c]
+
+
+class Analysed:
+    """The quality-independent part of an encode: the feature and the map."""
+
+    def __init__(self, coded_size, f: torch.Tensor, m: torch.Tensor):
+        self.coded_size, self.f, self.m = coded_size, f, m
+
+
+class PromptIcmSet:
+    """A task's artifact, loaded: selector, prompts and head on the task network."""
+
+    def __init__(self, config: dict, state: dict[str, np.ndarray], model_hash: bytes, codec: "PromptIcmCodec"):
+        from icmcodec.methods.prompt_icm.model import TaskDecoder
+        from icmcodec.pipeline import load_tasknet
+
+        self.config, self.hash = config, model_hash
+        self.task = config["task"]
+        self.base_hash = bytes.fromhex(config["base_hash"])
+        self.tasknet_hash = bytes.fromhex(config["tasknet_hash"])
+        self.tasknet = load_tasknet(self.task, model_hash=self.tasknet_hash, device=str(codec.device))
+        self.spec, self.labels = self.tasknet.spec, self.tasknet.labels
+        self.selector = InformationSelector(codec.extractor.channels[:codec.arch.selector_stages],
+                                            config.get("selector_width", 32))
+        self.decoder = TaskDecoder(self.tasknet.net, prompts=config.get("prompts", True),
+                                   ratio=config.get("prompt_ratio", 4))
+        tensors = {k: torch.from_numpy(np.asarray(v, dtype=np.float32)) for k, v in state.items()}
+        sel = {k[len("selector."):]: v for k, v in tensors.items() if k.startswith("selector.")}
+        dec = {k[len("decoder."):]: v for k, v in tensors.items() if k.startswith("decoder.")}
+        try:
+            self.selector.load_state_dict(sel, strict=True)
+            own = self.decoder.state_dict()
+            missing = [k for k in own if not k.startswith("staged.") and k not in dec]
+            extra = [k for k in dec if k not in own]
+            if missing or extra:
+                raise RuntimeError(f"missing {missing[:3]}, unexpected {extra[:3]}")
+            self.decoder.load_state_dict({**own, **dec}, strict=True)
+        except RuntimeError as e:
+            raise ValueError(f"prompt set does not fit its base: {' '.join(str(e).split())[:300]}") from None
+        self.selector.eval().to(codec.device)
+        self.decoder.eval().to(codec.device)
+
+    @torch.no_grad()
+    def finish(self, f_hat: torch.Tensor, coded_size: tuple[int, int], size: tuple[int, int]) -> np.ndarray:
+        """Decoded feature (1 x C x h x w) -> the task output for a picture of ``size``."""
+        if self.spec.kind == "global":
+            inp = self.tasknet.config["input"]
+            logits = self.decoder(feature_view(f_hat, inp["resize_short"], inp["crop"]), (inp["crop"],) * 2)[0]
+        else:
+            logits = self.decoder(f_hat, coded_size)[0, :, :size[0], :size[1]]
+        return self.spec.postprocess(logits.float().cpu().numpy())
+
+    def write(self, output: np.ndarray) -> dict[str, bytes]:
+        return self.spec.write(output, self.labels)
+
+
+class PromptIcmCodec(HyperpriorCodec):
+    """The feature codec with its extractor, and a task's artifact when bound."""
+
+    method = "prompt-icm"
+    produces = "features"
+    config_cls = PromptIcmConfig
+
+    def __init__(self, config: dict, state: dict[str, np.ndarray], model_hash: bytes, device="cpu", tiling=None):
+        super().__init__(config, {k: v for k, v in state.items() if not k.startswith("extractor.")}, model_hash,
+                         device, tiling)
+        self.extractor = build_extractor(self.arch)
+        ex = {k[len("extractor."):]: torch.from_numpy(np.asarray(v, dtype=np.float32))
+              for k, v in state.items() if k.startswith("extractor.")}
+        own = self.extractor.state_dict()
+        try:
+            # the extractor stores what it runs (the segments up to the selector's last stage)
+            self.extractor.load_state_dict({**own, **ex}, strict=True)
+            if not ex or any(k not in own for k in ex):
+                raise RuntimeError("extractor weights missing or unexpected")
+        except RuntimeError as e:
+            raise ValueError(f"model file does not match its config: {' '.join(str(e).split())[:300]}") from None
+        self.extractor.eval().to(self.device)
+        mean, std = _input_stats(self.arch.backbone)
+        self.in_mean = torch.tensor(mean, device=self.device).view(1, 3, 1, 1)
+        self.in_std = torch.tensor(std, device=self.device).view(1, 3, 1, 1)
+        self.prompt_set: PromptIcmSet | None = None
+
+    def _float_transforms(self):
+        h_a = super()._float_transforms()[2]
+        return Analysis(self.arch), Synthesis(self.arch), h_a
+
+    @property
+    def quality_range(self) -> tuple[float, float]:
+        return (0.0, TOP_QUALITY)
+
+    @property
+    def default_quality(self) -> float:
+        return float(self.config.get("default_quality", 2.0))
+
+    # ---- artifacts ------------------------------------------------------------------
+    def load_prompt_set(self, config: dict, state: dict[str, np.ndarray], model_hash: bytes) -> PromptIcmSet:
+        if config.get("method") != self.method:
+            raise ValueError(f"{config.get('name')} is a {config.get('method')} artifact, not a prompt-icm one")
+        if bytes.fromhex(config["base_hash"]) != self.model_hash:
+            raise ValueError(f"prompt set {config.get('name')} was made for base {config['base_hash'][:12]}, "
+                             f"not for {self.model_hash.hex()[:12]}")
+        return PromptIcmSet(config, state, model_hash, self)
+
+    @property
+    def artifact(self) -> PromptIcmSet | None:
+        return self.prompt_set
+
+    def bound(self, prompt_set: PromptIcmSet | None) -> "PromptIcmCodec":
+        out = copy.copy(self)
+        out.prompt_set = prompt_set
+        return out
+
+    # ---- encode ---------------------------------------------------------------------
+    def _check_size(self, h: int, w: int) -> None:
+        if h * w > MAX_PIXELS:
+            raise ValueError(f"prompt-icm codes pictures of up to {MAX_PIXELS} pixels; this one has {h * w}")
+
+    @torch.no_grad()
+    def analyse(self, rgb: np.ndarray, importance: np.ndarray | None = None) -> Analysed:
+        """Feature and importance map of a picture. ``importance`` (at the feature's
+        resolution, values in [0, 1]) replaces the selector's map: a manual compression
+        prompt (the paper's ablation, and the codec's own tests)."""
+        h, w = rgb.shape[:2]
+        self._check_size(h, w)
+        ph, pw = padded_size(h, w)
+        x = np.pad(rgb, ((0, ph - h), (0, pw - w), (0, 0)), mode="edge")
+        x = torch.from_numpy(np.ascontiguousarray(x)).permute(2, 0, 1)[None].float().div(255).to(self.device)
+        feats = self.extractor.upto((x - self.in_mean) / self.in_std, self.arch.selector_stages)
+        if importance is not None:
+            m = torch.as_tensor(np.asarray(importance, np.float32), device=self.device).reshape(1, 1, *feats[0].shape[-2:])
+        elif self.prompt_set is not None:
+            m = self.prompt_set.selector(feats)
+        else:
+            raise ValueError("prompt-icm needs a task's prompt set (or a manual importance map) to encode")
+        return Analysed((ph, pw), feats[0] / self.arch.feature_scale, m.clamp(0, 1))
+
+    @torch.no_grad()
+    def code(self, an: Analysed, quality: float) -> Encoded:
+        y = self.g_a(an.f, an.m * map_scale(quality))[0].cpu().numpy()
+        z = self._hyper_analysis(y)
+        return super().code(self._finish_analysis(an.coded_size, y, z), quality)
+
+    def bits_map(self, an: Analysed, quality: float) -> np.ndarray:
+        """Bits the latent y spends at each of its positions (h/16 x w/16 of the coded
+        picture), from the exact tables: where the importance map put the rate."""
+        enc = self.code(an, quality)
+        z_sym = enc.symbols["z"]
+        idx, _, _ = self._params(z_sym, quality)
+        return self.y_coder.bits(enc.symbols["y"], idx).sum(0)
+
+    def analyse_batch(self, rgbs):
+        return [self.analyse(rgb) for rgb in rgbs]
+
+    # ---- decode ---------------------------------------------------------------------
+    @torch.no_grad()
+    def decode_features(self, z_bytes: bytes, y_bytes: bytes, coded_size, quality: float) -> torch.Tensor:
+        """Chunks -> f_hat (1 x C x h/4 x w/4, the extractor's units)."""
+        self._check_size(*coded_size)
+        z_sym, y_sym, mean_g_fp, _ = self.decode_symbols(z_bytes, y_bytes, coded_size, quality)
+        y_hat = torch.from_numpy((y_sym + mean_g_fp / (1 << ACT_FRAC)).astype(np.float32))[None].to(self.device)
+        z_hat = torch.from_numpy((z_sym + self.z_median_fp[:, None, None] / (1 << ACT_FRAC)).astype(np.float32))
+        f_hat = self.g_s(y_hat, z_hat[None].to(self.device))
+        return torch.nan_to_num(f_hat) * self.arch.feature_scale
+
+    def decode_chunks(self, header: bitstream.Header, chunks: list[bitstream.Chunk]):
+        """The task output (``produces = "features"``: the bound set's head finishes it)."""
+        (z,) = self.chunks_of(chunks, ChunkType.HYPER)
+        (y,) = self.chunks_of(chunks, ChunkType.LATENT)
+        coded = (header.coded_height, header.coded_width)
+        f_hat = self.decode_features(z, y, coded, header.quality)
+        if self.prompt_set is None:
+            return f_hat
+        return self.prompt_set.finish(f_hat, coded, (header.height, header.width))
+
+
+def _input_stats(name: str):
+    from icmcodec.tasks.backbone import input_stats
+
+    return input_stats(name)

