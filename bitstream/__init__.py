@@ -82,6 +82,13 @@ Versions. A reader accepts every minor version of its major and refuses the rest
   reader refuses such a file by its method id (``UnknownValueError``). Writers write
   1.1 for every file; every 1.0 file is a valid 1.1 file.
 
+Methods and their payloads (all 1.x): ``HYPERPRIOR`` (1), ``TRANSTIC`` (2) and
+``PROMPT_ICM`` (3) write one HYPER and one LATENT chunk, each one 1.0 stream; ``CONTEXT``
+(6) as above. TransTIC and Prompt-ICM name their per-task prompt set in
+``adapter_hash`` (16 zero bytes: TransTIC's plain TIC picture). A Prompt-ICM payload codes
+a backbone's stage-1 features, not a picture: its decoder gives the task of the header
+and nothing else.
+
 The enums below are frozen: every value is explicit, none is ever derived from list
 order, and a retired value is never reused.
 """

@@ -345,14 +345,15 @@ def models(as_json):
     if not rows:
         click.echo("no models installed", err=True)
         return
-    click.echo(f"{'name':16s} {'task':8s} {'method':12s} {'quality':10s} {'params':>9s} {'bytes':>9s}  clean val")
+    nw = max(16, *(len(r["name"]) for r in rows))  # columns stay aligned with long names
+    click.echo(f"{'name':{nw}s} {'task':8s} {'method':12s} {'quality':10s} {'params':>9s} {'bytes':>9s}  clean val")
     for r in rows:
         q = "{:g}..{:g}".format(*r["quality_range"]) if r["quality_range"] else "-"
         c = r["clean_metric"]
         cv = f"  {c['metric']} {c['value']:.3f}" if c else ""
         if r["kind"] == "promptset":
             cv = f"  prompt set on model {r['base_hash'][:12]}"
-        click.echo(f"{r['name']:16s} {r['task']:8s} {r['method']:12s} {q:10s} {r['params']:9d} {r['bytes']:9d}{cv}")
+        click.echo(f"{r['name']:{nw}s} {r['task']:8s} {r['method']:12s} {q:10s} {r['params']:9d} {r['bytes']:9d}{cv}")
 
 
 if __name__ == "__main__":

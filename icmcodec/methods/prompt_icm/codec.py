@@ -30,7 +30,8 @@ from bitstream import ChunkType
 from icmcodec.exact import ACT_FRAC
 from icmcodec.methods.base import Encoded
 from icmcodec.methods.hyperprior.codec import HyperpriorCodec, padded_size
-from icmcodec.methods.prompt_icm.model import Analysis, InformationSelector, PromptIcmConfig, Synthesis, build_extractor
+from icmcodec.methods.prompt_icm.model import (Analysis, InformationSelector, PromptIcmConfig, Synthesis, build_extractor,
+                                               load_extractor)
 
 MAX_PIXELS = 1 << 23  # 8.4 M pixels (3840x2160 fits): the extractor runs on the whole picture
 TOP_QUALITY = 4.0
@@ -98,6 +99,7 @@ class PromptIcmSet:
         """Decoded feature (1 x C x h x w) -> the task output for a picture of ``size``."""
         if self.spec.kind == "global":
             inp = self.tasknet.config["input"]
+            f_hat = f_hat[..., :-(-size[0] // 4), :-(-size[1] // 4)]  # the picture's own part, padding cut off
             logits = self.decoder(feature_view(f_hat, inp["resize_short"], inp["crop"]), (inp["crop"],) * 2)[0]
         else:
             logits = self.decoder(f_hat, coded_size)[0, :, :size[0], :size[1]]
@@ -120,13 +122,12 @@ class PromptIcmCodec(HyperpriorCodec):
         self.extractor = build_extractor(self.arch)
         ex = {k[len("extractor."):]: torch.from_numpy(np.asarray(v, dtype=np.float32))
               for k, v in state.items() if k.startswith("extractor.")}
-        own = self.extractor.state_dict()
         try:
-            # the extractor stores what it runs (the segments up to the selector's last stage)
-            self.extractor.load_state_dict({**own, **ex}, strict=True)
-            if not ex or any(k not in own for k in ex):
-                raise RuntimeError("extractor weights missing or unexpected")
-        except RuntimeError as e:
+            # the file stores what the extractor runs (the segments up to the selector's last stage)
+            if any(k not in self.extractor.state_dict() for k in ex):
+                raise RuntimeError("unexpected extractor weights")
+            load_extractor(self.extractor, ex)
+        except (RuntimeError, ValueError) as e:
             raise ValueError(f"model file does not match its config: {' '.join(str(e).split())[:300]}") from None
         self.extractor.eval().to(self.device)
         mean, std = _input_stats(self.arch.backbone)

@@ -21,7 +21,7 @@ import numpy as np
 import torch
 
 from icmcodec.methods.hyperprior import export as hp
-from icmcodec.methods.prompt_icm.model import PromptIcmConfig, make_feature_codec
+from icmcodec.methods.prompt_icm.model import PromptIcmConfig, load_extractor, make_feature_codec
 
 
 def extractor_state(extractor) -> dict[str, np.ndarray]:
@@ -45,9 +45,8 @@ def extractor_from_state(config: dict, state: dict[str, np.ndarray]):
     from icmcodec.methods.prompt_icm.model import build_extractor
 
     ex = build_extractor(PromptIcmConfig.from_dict(config["arch"]))
-    own = ex.state_dict()
-    ex.load_state_dict({**own, **{k[len("extractor."):]: torch.from_numpy(np.array(v)).to(own[k[len("extractor."):]].dtype)
-                                  for k, v in state.items() if k.startswith("extractor.")}})
+    load_extractor(ex, {k[len("extractor."):]: torch.from_numpy(np.array(v)) for k, v in state.items()
+                        if k.startswith("extractor.")})
     return ex.eval()
 
 
@@ -61,7 +60,7 @@ def export_checkpoint(ckpt_path: Path, out_dir: Path, name: str, compact: bool =
     model = make_feature_codec(cfg)
     model.load_state_dict(ck["model"])
     ex = build_extractor(cfg)
-    ex.load_state_dict(ck["extractor"])
+    load_extractor(ex, ck["extractor"])
     blob = hp.serialize(export_state(model, ex, compact))
     config = hp.make_config(name, cfg, "prompt-icm", train_step=ck.get("step"), **extra)
     config["quality_range"] = [0.0, 4.0]

@@ -83,6 +83,16 @@ def build_extractor(cfg: PromptIcmConfig, weights=None):
     return Staged(bb)
 
 
+def load_extractor(extractor, state: dict) -> None:
+    """Load an extractor's weights: every tensor it has must be there; tensors of
+    segments it never runs (a checkpoint of the whole backbone) are ignored."""
+    own = extractor.state_dict()
+    missing = [k for k in own if k not in state]
+    if missing:
+        raise ValueError(f"extractor weights miss {len(missing)} tensors, e.g. {missing[0]}")
+    extractor.load_state_dict({k: torch.as_tensor(state[k]).to(own[k].dtype) for k in own})
+
+
 def act() -> nn.Module:
     return nn.LeakyReLU(0.1)
 

@@ -37,6 +37,11 @@ class Staged(nn.Module):
             segs = [(m, name in backbone.return_layers) for name, m in backbone.items()]
         else:
             raise ValueError(f"{type(backbone).__name__}: not a timm features_only backbone this code can cut")
+        # segments after the last emitted feature are never run: drop them (and their weights)
+        last = max(i for i, (_, e) in enumerate(segs) if e)
+        if hasattr(backbone, "blocks") and last < len(segs) - 1:
+            backbone.blocks = backbone.blocks[:last]
+        segs = segs[:last + 1]
         self._segs = segs
         reductions = backbone.feature_info.reduction()
         if reduction not in reductions:

@@ -33,7 +33,7 @@ import torch
 import torch.nn.functional as F
 
 from icmcodec.methods.prompt_icm.model import (InformationSelector, PromptIcmConfig, TaskDecoder, build_extractor,
-                                               make_feature_codec, random_maps)
+                                               load_extractor, make_feature_codec, random_maps)
 
 
 def parse_args(argv=None):
@@ -105,7 +105,7 @@ def train_codec(a) -> None:
     step = 0
     if a.resume:
         model.load_state_dict(ck["model"])
-        extractor.load_state_dict(ck["extractor"])
+        load_extractor(extractor, ck["extractor"])
         opt.load_state_dict(ck["opt"])
         aux.load_state_dict(ck["aux"])
         step = ck["step"]
@@ -244,15 +244,22 @@ def train_task(a) -> None:
         for g in opt.param_groups:
             g["lr"] = lr
         x, y = sampler.batch(a.batch)
+        h, w = x.shape[-2:]
+        # padded to the coded size by edge replication, as the coder pads a picture
+        xp = F.pad(x, (0, -w % 64, 0, -h % 64), mode="replicate")
         with torch.no_grad():
-            feats = extractor.upto((x - mean) / std, cfg.selector_stages)
+            feats = extractor.upto((xp - mean) / std, cfg.selector_stages)
         s = torch.from_numpy(2.0 ** (rng.uniform(0, 4, size=(a.batch, 1, 1, 1)) - 4)).float()
         m = torch.full_like(feats[0][:, :1], 0.5) if a.uniform else parts.selector(feats)
         codec.train()  # noise for the rate, straight-through rounding for f_hat
         out = codec(feats[0] / cfg.feature_scale, m * s)
         codec.eval()
-        bpp = bpp_of(out, x.shape[-1] * x.shape[-2]).mean()
-        logits = parts.decoder(out["f_hat"] * cfg.feature_scale, tuple(x.shape[-2:]))
+        bpp = bpp_of(out, h * w).mean()
+        f_hat = out["f_hat"] * cfg.feature_scale
+        if spec.kind == "global":  # the picture's own part (the coder cuts the padding off too)
+            logits = parts.decoder(f_hat[..., :-(-h // 4), :-(-w // 4)], (h, w))
+        else:
+            logits = parts.decoder(f_hat, tuple(xp.shape[-2:]))[..., :h, :w]
         task_loss = spec.loss(logits, y)
         loss = bpp + a.alpha * task_loss
         opt.zero_grad()
