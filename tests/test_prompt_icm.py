@@ -157,3 +157,24 @@ def test_random_maps_are_of_the_four_kinds_and_in_range():
     flat = maps.reshape(64, -1)
     uniform = flat.std(1) < 1e-6
     assert 0 < uniform.sum() < 64  # some uniform maps, and some that vary
+
+
+def test_ablation_sets_a_constant_map_and_fine_tuned_stages(models, tasknet_dir):
+    from safetensors.numpy import load_file
+
+    net = models.parent / "models" / "tiny-semseg"
+    write_tiny_prompt_icm_set(models / "picm-uniform", models / BASE, net, "semseg", uniform=True)
+    write_tiny_prompt_icm_set(models / "picm-finetuned", models / BASE, net, "semseg", finetune=True)
+    assert not any(k.startswith("selector.") for k in load_file(models / "picm-uniform" / "model.safetensors"))
+    codec = pipeline.load_codec(BASE, device="cpu")
+    rgb = noise(64, 64)
+    uni = codec.bound(pipeline.load_artifact(codec, "semseg", name="picm-uniform"))
+    assert torch.equal(uni.analyse(rgb).m, torch.full((1, 1, 16, 16), 0.5))
+    tasknet = pipeline.load_tasknet("semseg", device="cpu")
+    before = {k: v.clone() for k, v in tasknet.net.state_dict().items()}
+    ft = codec.bound(pipeline.load_artifact(codec, "semseg", name="picm-finetuned"))
+    data = pipeline.encode_image(rgb, task="semseg", codec=ft)
+    assert pipeline.decode_bytes(data).output.shape == (64, 64)
+    # the fine-tuned stages are the set's own copy: the installed task network is untouched
+    assert all(torch.equal(before[k], v) for k, v in tasknet.net.state_dict().items())
+    assert any(k.startswith("decoder.staged.") for k in load_file(models / "picm-finetuned" / "model.safetensors"))

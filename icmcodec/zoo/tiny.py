@@ -224,7 +224,7 @@ def write_tiny_prompt_icm_model(folder: str | Path, seed: int = 0) -> Path:
 
 
 def write_tiny_prompt_icm_set(folder: str | Path, base_folder: str | Path, tasknet_folder: str | Path, task: str,
-                              seed: int = 0) -> bytes:
+                              seed: int = 0, uniform: bool = False, finetune: bool = False) -> bytes:
     """A seeded (untrained) Prompt-ICM artifact (selector, prompts, head) for the tiny base
     in ``base_folder`` and the task network in ``tasknet_folder``; returns its hash."""
     from icmcodec.methods.prompt_icm.export import write_prompt_set
@@ -237,8 +237,11 @@ def write_tiny_prompt_icm_set(folder: str | Path, base_folder: str | Path, taskn
     net = TaskModel.load(tasknet_folder).net
     rng = np.random.default_rng(seed + 5000)
     selector = InformationSelector(build_extractor(cfg).channels[:cfg.selector_stages], 8)
-    decoder = TaskDecoder(net)
+    decoder = TaskDecoder(net, finetune=finetune)
     _seeded(selector, rng)
     _seeded(decoder.prompts, rng)  # non-zero prompts: they act
+    if finetune:
+        _seeded(decoder.staged, rng)
     return write_prompt_set(selector, decoder, Path(folder), name=Path(folder).name, task=task,
-                            base_hash=base.hash(), tasknet_hash=entry_at(tasknet_folder).hash(), selector_width=8)
+                            base_hash=base.hash(), tasknet_hash=entry_at(tasknet_folder).hash(), selector_width=8,
+                            uniform=uniform, finetune=finetune)

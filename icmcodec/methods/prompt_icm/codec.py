@@ -35,6 +35,7 @@ from icmcodec.methods.prompt_icm.model import (Analysis, InformationSelector, Pr
 
 MAX_PIXELS = 1 << 23  # 8.4 M pixels (3840x2160 fits): the extractor runs on the whole picture
 TOP_QUALITY = 4.0
+UNIFORM_MAP = 0.5  # the constant map of the ablation without generated compression prompts
 
 
 def map_scale(quality: float) -> float:
@@ -74,17 +75,20 @@ class PromptIcmSet:
         self.tasknet_hash = bytes.fromhex(config["tasknet_hash"])
         self.tasknet = load_tasknet(self.task, model_hash=self.tasknet_hash, device=str(codec.device))
         self.spec, self.labels = self.tasknet.spec, self.tasknet.labels
+        # a set trained with a constant map (the ablation without generated prompts) has no selector
+        self.uniform = config.get("uniform", False)
         self.selector = InformationSelector(codec.extractor.channels[:codec.arch.selector_stages],
                                             config.get("selector_width", 32))
         self.decoder = TaskDecoder(self.tasknet.net, prompts=config.get("prompts", True),
-                                   ratio=config.get("prompt_ratio", 4))
+                                   ratio=config.get("prompt_ratio", 4), finetune=config.get("finetune", False))
         tensors = {k: torch.from_numpy(np.asarray(v, dtype=np.float32)) for k, v in state.items()}
         sel = {k[len("selector."):]: v for k, v in tensors.items() if k.startswith("selector.")}
         dec = {k[len("decoder."):]: v for k, v in tensors.items() if k.startswith("decoder.")}
         try:
-            self.selector.load_state_dict(sel, strict=True)
+            if not self.uniform:
+                self.selector.load_state_dict(sel, strict=True)
             own = self.decoder.state_dict()
-            missing = [k for k in own if not k.startswith("staged.") and k not in dec]
+            missing = [k for k in own if (self.decoder.finetune or not k.startswith("staged.")) and k not in dec]
             extra = [k for k in dec if k not in own]
             if missing or extra:
                 raise RuntimeError(f"missing {missing[:3]}, unexpected {extra[:3]}")
@@ -104,6 +108,12 @@ class PromptIcmSet:
         else:
             logits = self.decoder(f_hat, coded_size)[0, :, :size[0], :size[1]]
         return self.spec.postprocess(logits.float().cpu().numpy())
+
+    def importance(self, feats: list[torch.Tensor]) -> torch.Tensor:
+        """The compression prompt: the selector's map (or the constant map it was trained with)."""
+        if self.uniform:
+            return torch.full_like(feats[0][:, :1], UNIFORM_MAP)
+        return self.selector(feats)
 
     def write(self, output: np.ndarray) -> dict[str, bytes]:
         return self.spec.write(output, self.labels)
@@ -184,7 +194,7 @@ class PromptIcmCodec(HyperpriorCodec):
         if importance is not None:
             m = torch.as_tensor(np.asarray(importance, np.float32), device=self.device).reshape(1, 1, *feats[0].shape[-2:])
         elif self.prompt_set is not None:
-            m = self.prompt_set.selector(feats)
+            m = self.prompt_set.importance(feats)
         else:
             raise ValueError("prompt-icm needs a task's prompt set (or a manual importance map) to encode")
         return Analysed((ph, pw), feats[0] / self.arch.feature_scale, m.clamp(0, 1))

@@ -76,7 +76,8 @@ def write_prompt_set(selector, decoder, folder: Path, *, name: str, task: str, b
     from icmcodec.imageio import atomic_write
     from icmcodec.zoo import model_hash
 
-    arrays = {"selector." + k: v.detach().float().contiguous().numpy() for k, v in selector.state_dict().items()}
+    arrays = {} if extra.get("uniform") else {"selector." + k: v.detach().float().contiguous().numpy()
+                                               for k, v in selector.state_dict().items()}
     arrays.update({"decoder." + k: v.detach().float().contiguous().numpy() for k, v in decoder.adapter_state().items()})
     blob = hp.serialize(arrays)
     config = {"kind": "promptset", "method": "prompt-icm", "name": name, "task": task, "base_hash": base_hash.hex(),

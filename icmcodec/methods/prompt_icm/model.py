@@ -268,20 +268,23 @@ class ConvPrompt(nn.Module):
 
 class TaskDecoder(nn.Module):
     """The decoder side of a task: prompts into the task network's frozen later stages,
-    and its head (a trainable copy), on the decoded feature.
+    and its head (a trainable copy), on the decoded feature. ``finetune``: the stages
+    train too (the paper's "w/o TAP" comparison: full tuning of the decoder side).
 
     ``tasknet``: a :class:`icmcodec.tasks.nets.TaskNet` whose backbone emits the coded
     feature's kind at 4x (the extractor's architecture). Its backbone stays frozen."""
 
-    def __init__(self, tasknet, prompts: bool = True, ratio: int = 4):
+    def __init__(self, tasknet, prompts: bool = True, ratio: int = 4, finetune: bool = False):
         super().__init__()
         import copy
 
         from icmcodec.methods.prompt_icm.staged import Staged
 
-        self.staged = Staged(tasknet.backbone)
+        # fine-tuned (the ablation "instead of prompts"), the stages are this decoder's own copy
+        self.finetune = finetune
+        self.staged = Staged(copy.deepcopy(tasknet.backbone) if finetune else tasknet.backbone)
         for p in self.staged.parameters():
-            p.requires_grad_(False)
+            p.requires_grad_(finetune)
         self.head = copy.deepcopy(tasknet.head)
         self.use_prompts = prompts
         self.prompts = nn.ModuleDict()
@@ -304,5 +307,6 @@ class TaskDecoder(nn.Module):
         return self.head(feats, f.new_zeros(()).expand(f.shape[0], 1, *size))
 
     def adapter_state(self) -> dict[str, torch.Tensor]:
-        """What a task's artifact stores: the prompts and the head (not the frozen stages)."""
-        return {k: v for k, v in self.state_dict().items() if not k.startswith("staged.")}
+        """What a task's artifact stores: the prompts and the head (and the stages only
+        when they were fine-tuned)."""
+        return {k: v for k, v in self.state_dict().items() if self.finetune or not k.startswith("staged.")}

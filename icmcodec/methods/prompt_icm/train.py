@@ -32,6 +32,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from icmcodec.methods.prompt_icm.codec import UNIFORM_MAP
 from icmcodec.methods.prompt_icm.model import (InformationSelector, PromptIcmConfig, TaskDecoder, build_extractor,
                                                load_extractor, make_feature_codec, random_maps)
 
@@ -66,6 +67,8 @@ def parse_args(argv=None):
     t.add_argument("--alpha", type=float, default=2.0, help="weight of the task loss against bits per pixel")
     t.add_argument("--no-prompts", action="store_true", help="no task-adaptive prompts (selector and head only)")
     t.add_argument("--uniform", action="store_true", help="a constant map instead of the selector")
+    t.add_argument("--finetune", action="store_true",
+                   help="train the task network's later stages too (the comparison with full decoder tuning)")
     t.add_argument("--save-every", type=int, default=100)
     t.add_argument("--seed", type=int, default=0)
     t.add_argument("--resume", action="store_true")
@@ -185,7 +188,8 @@ class TaskParts(torch.nn.Module):
 def build_task(a, config, tasknet):
     cfg = PromptIcmConfig.from_dict(config["arch"])
     chans = build_extractor(cfg).channels[:cfg.selector_stages]
-    return TaskParts(InformationSelector(chans), TaskDecoder(tasknet.net, prompts=not a.no_prompts))
+    return TaskParts(InformationSelector(chans),
+                     TaskDecoder(tasknet.net, prompts=not a.no_prompts, finetune=a.finetune))
 
 
 def train_task(a) -> None:
@@ -197,8 +201,8 @@ def train_task(a) -> None:
     run.mkdir(parents=True, exist_ok=True)
     if a.resume or a.export:
         saved = json.loads((run / "train_config.json").read_text())["args"]
-        for k in ("base", "task", "data", "tasknet", "alpha", "no_prompts", "uniform", "batch", "crop"):
-            setattr(a, k, saved[k])
+        for k in ("base", "task", "data", "tasknet", "alpha", "no_prompts", "uniform", "finetune", "batch", "crop"):
+            setattr(a, k, saved.get(k, False))
     codec, extractor, config, base_hash = load_base(a.base)
     tasknet = load_tasknet(a.task, a.tasknet)
     parts = build_task(a, config, tasknet)
@@ -209,7 +213,7 @@ def train_task(a) -> None:
         parts.load_state_dict(ck["parts"])
         h = write_prompt_set(parts.selector, parts.decoder, Path(a.export), name=a.name or Path(a.export).name,
                              task=a.task, base_hash=base_hash, tasknet_hash=tasknet.hash, default=a.default,
-                             uniform=a.uniform, train_step=ck["step"], alpha=a.alpha)
+                             uniform=a.uniform, finetune=a.finetune, train_step=ck["step"], alpha=a.alpha)
         print(f"wrote {a.export} (hash {h.hex()})")
         return
     spec = task_spec(a.task)
@@ -238,7 +242,7 @@ def train_task(a) -> None:
     log = open(run / "log.csv", "a")
     t0, acc = time.time(), []
     parts.train()
-    parts.decoder.staged.eval()  # frozen: its batch norms keep their statistics
+    parts.decoder.staged.eval()  # its batch norms keep their statistics (fine-tuned or not)
     while step < a.steps:
         lr = a.lr * min(1.0, (step + 1) / 100) * (0.5 * (1 + np.cos(np.pi * step / a.steps)))
         for g in opt.param_groups:
@@ -250,7 +254,7 @@ def train_task(a) -> None:
         with torch.no_grad():
             feats = extractor.upto((xp - mean) / std, cfg.selector_stages)
         s = torch.from_numpy(2.0 ** (rng.uniform(0, 4, size=(a.batch, 1, 1, 1)) - 4)).float()
-        m = torch.full_like(feats[0][:, :1], 0.5) if a.uniform else parts.selector(feats)
+        m = torch.full_like(feats[0][:, :1], UNIFORM_MAP) if a.uniform else parts.selector(feats)
         codec.train()  # noise for the rate, straight-through rounding for f_hat
         out = codec(feats[0] / cfg.feature_scale, m * s)
         codec.eval()
