@@ -64,6 +64,7 @@ def export_checkpoint(ckpt_path: Path, out_dir: Path, name: str, compact: bool =
     blob = hp.serialize(export_state(model, ex, compact))
     config = hp.make_config(name, cfg, "prompt-icm", train_step=ck.get("step"), **extra)
     config["quality_range"] = [0.0, 4.0]
+    config["task"] = "features"  # a backbone's features for every machine task, no picture
     out_dir.mkdir(parents=True, exist_ok=True)
     atomic_write(out_dir / "model.safetensors", blob)
     atomic_write(out_dir / "config.json", (json.dumps(config, indent=2) + "\n").encode())
@@ -97,8 +98,9 @@ def main(argv=None) -> None:
     p.add_argument("out_dir", type=Path)
     p.add_argument("--name", required=True)
     p.add_argument("--compact", action="store_true", help="float16 transform kernels, int16 exact weights")
+    p.add_argument("--default", action="store_true", help="the default base of --method prompt-icm")
     a = p.parse_args(argv)
-    h = export_checkpoint(a.checkpoint, a.out_dir, a.name, a.compact)
+    h = export_checkpoint(a.checkpoint, a.out_dir, a.name, a.compact, default=a.default)
     print(f"wrote {a.out_dir} (hash {h.hex()})")
 
 
