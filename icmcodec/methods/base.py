@@ -17,6 +17,7 @@ from a shipped model folder (``config.json`` + ``model.safetensors``) by the reg
 """
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -91,3 +92,25 @@ class Codec:
         if count is not None and len(found) != count:
             raise bitstream.LengthError(f"expected {count} {ctype.name.lower()} chunk(s), found {len(found)}")
         return found
+
+
+class PromptSetBinding:
+    """For a codec with per-task prompt sets (TransTIC, Prompt-ICM): the set bound on, a
+    copy with another set bound on (shallow: weights are shared, so a loaded codec is
+    never switched globally), and the check that a set was made for this base."""
+
+    prompt_set = None
+
+    @property
+    def artifact(self):
+        return self.prompt_set
+
+    def bound(self, prompt_set):
+        out = copy.copy(self)
+        out.prompt_set = prompt_set
+        return out
+
+    def check_base(self, config: dict) -> None:
+        if bytes.fromhex(config["base_hash"]) != self.model_hash:
+            raise ValueError(f"prompt set {config.get('name')} was made for base {config['base_hash'][:12]}, "
+                             f"not for {self.model_hash.hex()[:12]}")

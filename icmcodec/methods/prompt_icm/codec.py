@@ -19,8 +19,6 @@ with by hash. Pictures are coded whole (no tiles): up to ``MAX_PIXELS``.
 """
 from __future__ import annotations
 
-import copy
-
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -28,7 +26,7 @@ import torch.nn.functional as F
 import bitstream
 from bitstream import ChunkType
 from icmcodec.exact import ACT_FRAC
-from icmcodec.methods.base import Encoded
+from icmcodec.methods.base import Encoded, PromptSetBinding
 from icmcodec.methods.hyperprior.codec import HyperpriorCodec, padded_size
 from icmcodec.methods.prompt_icm.model import (Analysis, InformationSelector, PromptIcmConfig, Synthesis, build_extractor,
                                                load_extractor)
@@ -119,7 +117,7 @@ class PromptIcmSet:
         return self.spec.write(output, self.labels)
 
 
-class PromptIcmCodec(HyperpriorCodec):
+class PromptIcmCodec(PromptSetBinding, HyperpriorCodec):
     """The feature codec with its extractor, and a task's artifact when bound."""
 
     method = "prompt-icm"
@@ -143,7 +141,6 @@ class PromptIcmCodec(HyperpriorCodec):
         mean, std = _input_stats(self.arch.backbone)
         self.in_mean = torch.tensor(mean, device=self.device).view(1, 3, 1, 1)
         self.in_std = torch.tensor(std, device=self.device).view(1, 3, 1, 1)
-        self.prompt_set: PromptIcmSet | None = None
 
     def _float_transforms(self):
         h_a = super()._float_transforms()[2]
@@ -161,19 +158,8 @@ class PromptIcmCodec(HyperpriorCodec):
     def load_prompt_set(self, config: dict, state: dict[str, np.ndarray], model_hash: bytes) -> PromptIcmSet:
         if config.get("method") != self.method:
             raise ValueError(f"{config.get('name')} is a {config.get('method')} artifact, not a prompt-icm one")
-        if bytes.fromhex(config["base_hash"]) != self.model_hash:
-            raise ValueError(f"prompt set {config.get('name')} was made for base {config['base_hash'][:12]}, "
-                             f"not for {self.model_hash.hex()[:12]}")
+        self.check_base(config)
         return PromptIcmSet(config, state, model_hash, self)
-
-    @property
-    def artifact(self) -> PromptIcmSet | None:
-        return self.prompt_set
-
-    def bound(self, prompt_set: PromptIcmSet | None) -> "PromptIcmCodec":
-        out = copy.copy(self)
-        out.prompt_set = prompt_set
-        return out
 
     # ---- encode ---------------------------------------------------------------------
     def _check_size(self, h: int, w: int) -> None:

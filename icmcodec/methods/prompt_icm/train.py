@@ -97,7 +97,9 @@ def train_codec(a) -> None:
     torch.manual_seed(a.seed)
     if a.resume:
         ck = torch.load(run / "last.pt", map_location="cpu", weights_only=False)
-        cfg = PromptIcmConfig.from_dict(ck["config"])
+        # a resumed run may move the lambda range (the architecture stays the checkpoint's)
+        moved = {k: v for k, v in json.loads(a.config).items() if k in ("lambda_lo", "lambda_hi")}
+        cfg = PromptIcmConfig.from_dict({**ck["config"], **moved})
     else:
         cfg = PromptIcmConfig.from_dict({**PromptIcmConfig().to_dict(), **json.loads(a.config)})
     model = make_feature_codec(cfg)

@@ -21,13 +21,13 @@ block receives. The halos below cover both (a test checks tiled against whole).
 """
 from __future__ import annotations
 
-import copy
 
 import numpy as np
 import torch
 import torch.nn as nn
 
 from icmcodec.layers.swin import TaskPrompts
+from icmcodec.methods.base import PromptSetBinding
 from icmcodec.methods.hyperprior.codec import HyperpriorCodec, Tiling
 from icmcodec.methods.hyperprior.transforms import FixedGDN
 from icmcodec.methods.transtic.model import (PromptGenerator, SwinBlock, TransticConfig, build_tic_transforms,
@@ -78,7 +78,7 @@ class _Prompted(nn.Module):
         return self.block(x, self.prompts_for(span_y, span_x))
 
 
-class TransticCodec(HyperpriorCodec):
+class TransticCodec(PromptSetBinding, HyperpriorCodec):
     """TIC (hybrid or paper layout) with an optional prompt set (:meth:`bound`)."""
 
     method = "transtic"
@@ -86,7 +86,6 @@ class TransticCodec(HyperpriorCodec):
 
     def __init__(self, config: dict, state: dict[str, np.ndarray], model_hash: bytes, device="cpu", tiling=None):
         super().__init__(config, state, model_hash, device, tiling or TRANSTIC_TILING)
-        self.prompt_set: PromptSet | None = None
 
     def _float_transforms(self):
         g_a, g_s = build_tic_transforms(self.arch, gdn=lambda c, inverse: FixedGDN(c, inverse))
@@ -94,20 +93,8 @@ class TransticCodec(HyperpriorCodec):
         return g_a, g_s, h_a
 
     def load_prompt_set(self, config: dict, state: dict[str, np.ndarray], model_hash: bytes) -> PromptSet:
-        if bytes.fromhex(config["base_hash"]) != self.model_hash:
-            raise ValueError(f"prompt set {config.get('name')} was made for base {config['base_hash'][:12]}, "
-                             f"not for {self.model_hash.hex()[:12]}")
+        self.check_base(config)
         return PromptSet(config, state, model_hash, self.arch, self.g_a, self.g_s, self.device)
-
-    @property
-    def artifact(self) -> PromptSet | None:
-        return self.prompt_set
-
-    def bound(self, prompt_set: PromptSet | None) -> "TransticCodec":
-        """This codec with ``prompt_set`` on (a shallow copy: the weights are shared)."""
-        out = copy.copy(self)
-        out.prompt_set = prompt_set
-        return out
 
     # ---- prompts into the transforms --------------------------------------------------
     def _enc_prompts(self):
