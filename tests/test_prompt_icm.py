@@ -41,20 +41,23 @@ def test_a_uniform_map_spends_bits_uniformly_and_a_raised_region_spends_more(mod
     codec = pipeline.load_codec(BASE, device="cpu")
     rgb = noise(256, 256)
     side = 64  # the feature's grid (4x down)
+    q2 = 2.0  # a map of mean 1 steers at 0.5 here: nothing is clipped at the top
     # uniform map: every quadrant of the latent within 10 % of the mean (a noise picture,
     # so content does not differ between regions)
-    b = codec.bits_map(codec.analyse(rgb, importance=np.full((side, side), 0.5)), 4.0)
+    b = codec.bits_map(codec.analyse(rgb, importance=np.full((side, side), 0.5)), q2)
     q = quadrants(b)
     assert np.abs(q / q.mean() - 1).max() < 0.10, q
     # the right half raised: the right quadrants cost more than the left ones, and more
-    # than the same quadrants under the uniform map
+    # than the same quadrants under the uniform map (the map is relative importance: the
+    # left half gives up what the right half gains)
     m = np.full((side, side), 0.5)
     m[:, side // 2:] = 1.0
-    r = quadrants(codec.bits_map(codec.analyse(rgb, importance=m), 4.0))
+    r = quadrants(codec.bits_map(codec.analyse(rgb, importance=m), q2))
     assert r[[1, 3]].min() > 1.05 * r[[0, 2]].max(), r
-    assert (r[[1, 3]] > 1.05 * q[[1, 3]]).all()
-    # the quality scales the map: fewer bits at a lower quality
-    assert codec.bits_map(codec.analyse(rgb, importance=m), 1.0).sum() < r.sum()
+    assert (r[[1, 3]] > 1.03 * q[[1, 3]]).all() and (r[[0, 2]] < q[[0, 2]]).all()
+    # the quality scales the map: fewer bits at a lower quality, more at a higher one
+    an = codec.analyse(rgb, importance=m)
+    assert codec.bits_map(an, 0.5).sum() < r.sum() < codec.bits_map(an, 4.0).sum()
 
 
 def test_round_trip_through_files_for_each_task(models):
@@ -96,25 +99,28 @@ def test_an_artifact_for_another_base_is_refused(models, tasknet_dir):
 
 
 SYMBOLS = """
-import os, sys, hashlib, numpy as np, torch
+import sys, hashlib, torch
 torch.set_num_threads(int(sys.argv[1]))
 from icmcodec import pipeline
 import bitstream
 codec = pipeline.load_codec("test-tiny-prompt-icm-0", device="cpu")
-rgb = (np.random.default_rng(1).random((72, 100, 3)) * 255).astype(np.uint8)
-data = pipeline.encode_image(rgb, task="semseg", quality=3, codec=codec)
-c = bitstream.unpack(data)
-z, y = codec.bound(pipeline.load_artifact(codec, "semseg")).decode_symbols(
-    c.chunks[0].data, c.chunks[1].data, (c.header.coded_height, c.header.coded_width), c.header.quality)[:2]
-print(hashlib.sha256(data).hexdigest(), hashlib.sha256(z.tobytes() + y.tobytes()).hexdigest())
+c = bitstream.unpack(open(sys.argv[2], "rb").read())
+z, y = codec.decode_symbols(c.chunks[0].data, c.chunks[1].data, (c.header.coded_height, c.header.coded_width),
+                            c.header.quality)[:2]
+out = pipeline.decode_bytes(open(sys.argv[2], "rb").read()).output
+print(hashlib.sha256(z.tobytes() + y.tobytes()).hexdigest(), out.shape)
 """
 
 
-def test_symbols_are_exact_across_thread_counts_and_processes(models):
-    runs = [subprocess.run([sys.executable, "-c", SYMBOLS, str(t)], capture_output=True, text=True,
+def test_symbols_are_exact_across_thread_counts_and_processes(models, tmp_path):
+    # one file (the encoder runs in float: another thread count may write other bytes,
+    # each a valid file) decodes to the same symbols in every process and thread count
+    codec = pipeline.load_codec(BASE, device="cpu")
+    rgb = (np.random.default_rng(1).random((72, 100, 3)) * 255).astype(np.uint8)
+    path = tmp_path / "x.icm"
+    path.write_bytes(pipeline.encode_image(rgb, task="semseg", quality=3, codec=codec))
+    runs = [subprocess.run([sys.executable, "-c", SYMBOLS, str(t), str(path)], capture_output=True, text=True,
                            env={**os.environ}, check=True).stdout.split() for t in (1, 2, 1)]
-    # one file decodes to the same symbols in every process; the decode re-encodes them
-    # exactly (the decoder checks that), so equal symbols mean equal files here
     assert runs[0] == runs[1] == runs[2]
 
 
@@ -169,7 +175,7 @@ def test_ablation_sets_a_constant_map_and_fine_tuned_stages(models, tasknet_dir)
     codec = pipeline.load_codec(BASE, device="cpu")
     rgb = noise(64, 64)
     uni = codec.bound(pipeline.load_artifact(codec, "semseg", name="picm-uniform"))
-    assert torch.equal(uni.analyse(rgb).m, torch.full((1, 1, 16, 16), 0.5))
+    assert torch.equal(uni.analyse(rgb).m, torch.ones((1, 1, 16, 16)))
     tasknet = pipeline.load_tasknet("semseg", device="cpu")
     before = {k: v.clone() for k, v in tasknet.net.state_dict().items()}
     ft = codec.bound(pipeline.load_artifact(codec, "semseg", name="picm-finetuned"))

@@ -2,8 +2,10 @@
 
 Encoder: the picture (edge-padded to the coded size, as every method) goes through the
 frozen extractor; the task's information selector turns stage 1-3 features into the
-importance map ``m``; the quality scales it, ``m_q = m * 2**(q - top)``, and the
-feature codec codes stage 1 under ``m_q``. The stream is the hyperprior's (one HYPER and
+importance map ``m``, taken as relative importance (divided by its mean: the task decides
+where the bits go, not how many); the quality scales it,
+``m_q = clip(m / mean(m) * 2**((q - 4) / 2), 0, 1)``, and the feature codec codes stage 1
+under ``m_q``. The stream is the hyperprior's (one HYPER and
 one LATENT chunk, every entropy parameter from the exact integer h_s), so a Prompt-ICM
 file decodes to the same symbols on every machine. The decoder needs no map: the
 synthesis reads its condition from z.
@@ -33,12 +35,21 @@ from icmcodec.methods.prompt_icm.model import (Analysis, InformationSelector, Pr
 
 MAX_PIXELS = 1 << 23  # 8.4 M pixels (3840x2160 fits): the extractor runs on the whole picture
 TOP_QUALITY = 4.0
-UNIFORM_MAP = 0.5  # the constant map of the ablation without generated compression prompts
 
 
-def map_scale(quality: float) -> float:
-    """How the quality scales the importance map: 2**(q - 4), q in 0..4."""
-    return float(2.0 ** (quality - TOP_QUALITY))
+def relative(m: torch.Tensor) -> torch.Tensor:
+    """An importance map as *relative* importance: divided by its mean over the picture
+    (per picture), so a task's map only redistributes the bits and the quality alone sets
+    how many there are."""
+    return m / m.mean((-2, -1), keepdim=True).clamp(min=1e-6)
+
+
+def steer(m_rel: torch.Tensor, quality) -> torch.Tensor:
+    """The map the codec is steered by at a quality: ``clip(m_rel * 2**((q - 4) / 2), 0, 1)``
+    (``quality`` a number or a tensor broadcasting against the map), so the mean map goes
+    from 1/4 at quality 0 to 1 (every important position at the top lambda) at 4."""
+    q = torch.as_tensor(quality, dtype=m_rel.dtype, device=m_rel.device)
+    return (m_rel * torch.exp2((q - TOP_QUALITY) / 2)).clamp(0, 1)
 
 
 def feature_view(f: torch.Tensor, resize_short: int, crop: int, stride: int = 4) -> torch.Tensor:
@@ -110,7 +121,7 @@ class PromptIcmSet:
     def importance(self, feats: list[torch.Tensor]) -> torch.Tensor:
         """The compression prompt: the selector's map (or the constant map it was trained with)."""
         if self.uniform:
-            return torch.full_like(feats[0][:, :1], UNIFORM_MAP)
+            return torch.ones_like(feats[0][:, :1])
         return self.selector(feats)
 
     def write(self, output: np.ndarray) -> dict[str, bytes]:
@@ -183,11 +194,11 @@ class PromptIcmCodec(PromptSetBinding, HyperpriorCodec):
             m = self.prompt_set.importance(feats)
         else:
             raise ValueError("prompt-icm needs a task's prompt set (or a manual importance map) to encode")
-        return Analysed((ph, pw), feats[0] / self.arch.feature_scale, m.clamp(0, 1))
+        return Analysed((ph, pw), feats[0] / self.arch.feature_scale, relative(m.clamp(0, 1)))
 
     @torch.no_grad()
     def code(self, an: Analysed, quality: float) -> Encoded:
-        y = self.g_a(an.f, an.m * map_scale(quality))[0].cpu().numpy()
+        y = self.g_a(an.f, steer(an.m, quality))[0].cpu().numpy()
         z = self._hyper_analysis(y)
         return super().code(self._finish_analysis(an.coded_size, y, z), quality)
 

@@ -13,8 +13,9 @@
 extractor's stage-1 feature (divided by ``feature_scale``) of random crops and ``m`` a
 random map of one of the four kinds. ``task`` minimises ``bpp + alpha * task loss`` with
 the codec, the extractor and the task network's backbone frozen; the map is the
-selector's, scaled as the quality would scale it (``2**(q - 4)``, q uniform in 0..4), so
-one selector serves every quality. ``--no-prompts`` trains selector and head only (the
+selector's, divided by its mean and scaled as the quality scales it (``steer`` in
+:mod:`.codec`, q uniform in 0..4), so one selector serves every quality and can only move
+bits between places, not add them. ``--no-prompts`` trains selector and head only (the
 ablation without task-adaptive prompts); ``--uniform`` replaces the selector by a
 constant map (the ablation without generated compression prompts).
 
@@ -32,7 +33,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from icmcodec.methods.prompt_icm.codec import UNIFORM_MAP
+from icmcodec.methods.prompt_icm.codec import relative, steer
 from icmcodec.methods.prompt_icm.model import (InformationSelector, PromptIcmConfig, TaskDecoder, build_extractor,
                                                load_extractor, make_feature_codec, random_maps)
 
@@ -255,10 +256,10 @@ def train_task(a) -> None:
         xp = F.pad(x, (0, -w % 64, 0, -h % 64), mode="replicate")
         with torch.no_grad():
             feats = extractor.upto((xp - mean) / std, cfg.selector_stages)
-        s = torch.from_numpy(2.0 ** (rng.uniform(0, 4, size=(a.batch, 1, 1, 1)) - 4)).float()
-        m = torch.full_like(feats[0][:, :1], UNIFORM_MAP) if a.uniform else parts.selector(feats)
+        q = torch.from_numpy(rng.uniform(0, 4, size=(a.batch, 1, 1, 1))).float()
+        m = torch.ones_like(feats[0][:, :1]) if a.uniform else parts.selector(feats)
         codec.train()  # noise for the rate, straight-through rounding for f_hat
-        out = codec(feats[0] / cfg.feature_scale, m * s)
+        out = codec(feats[0] / cfg.feature_scale, steer(relative(m), q))
         codec.eval()
         bpp = bpp_of(out, h * w).mean()
         f_hat = out["f_hat"] * cfg.feature_scale
@@ -272,12 +273,12 @@ def train_task(a) -> None:
         loss.backward()
         opt.step()
         step += 1
-        acc.append([float(loss.detach()), float(bpp.detach()), float(task_loss.detach()), float(m.detach().mean())])
+        acc.append([float(loss.detach()), float(bpp.detach()), float(task_loss.detach()), float(relative(m.detach()).std())])
         if step % 25 == 0:
             lo, bp, tl, mm = np.mean(acc, 0)
             log.write(f"{step},{lr:.3g},{lo:.5f},{bp:.5f},{tl:.5f},{mm:.4f},{time.time() - t0:.0f}\n")
             log.flush()
-            print(f"step {step}/{a.steps} loss {lo:.4f} bpp {bp:.4f} task {tl:.4f} map {mm:.3f} "
+            print(f"step {step}/{a.steps} loss {lo:.4f} bpp {bp:.4f} task {tl:.4f} map spread {mm:.3f} "
                   f"({time.time() - t0:.0f}s)", file=sys.stderr, flush=True)
             acc = []
         if step % a.save_every == 0 or step == a.steps:
