@@ -4,8 +4,9 @@
         --out benchmarks/results/prompt-icm/maps-semseg.png
 
 For ``--count`` pictures spread over a task's val split: the picture, the importance map
-the task's information selector generates (white = important; the map the feature codec
-is steered by, before the quality scales it) and where the file's latent actually spends
+the task's information selector generates, as relative importance (divided by its mean;
+white = the most important place of that picture; the map the feature codec is steered by,
+before the quality scales it) and where the file's latent actually spends
 its bits at ``--quality`` (from the exact tables, ``PromptIcmCodec.bits_map``), side by side
 in one PNG; the bpp of the real file is printed under each row.
 """
@@ -53,10 +54,10 @@ def main(argv=None) -> None:
             bits = codec.bits_map(an, a.quality)[:-(-h // 16), :-(-w // 16)]
             data = pipeline.encode_image(rgb, task=a.task, quality=a.quality, codec=codec)
             bpp = 8 * len(data) / (h * w)
-            for ax, img, title in ((row[0], rgb, s.name), (row[1], m, "importance map"),
+            for ax, img, title in ((row[0], rgb, s.name), (row[1], m, f"relative importance (0 to {m.max():.1f})"),
                                    (row[2], bits, f"bits per latent position ({bpp:.3f} bpp file)")):
                 ax.imshow(img, cmap=None if img.ndim == 3 else "gray", vmin=0 if img is m else None,
-                          vmax=1 if img is m else None, interpolation="nearest")
+                          interpolation="nearest")
                 ax.set_title(title, fontsize=8)
                 ax.axis("off")
             print(f"{s.name}: map mean {m.mean():.3f}, {bpp:.4f} bpp at quality {a.quality:g}", file=sys.stderr)

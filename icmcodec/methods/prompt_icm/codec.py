@@ -159,7 +159,8 @@ class PromptIcmCodec(PromptSetBinding, HyperpriorCodec):
 
     @property
     def quality_range(self) -> tuple[float, float]:
-        return (0.0, TOP_QUALITY)
+        # task sets train at 0..4; below 0 the map keeps shrinking (to 1/16 of its mean at -4)
+        return (-TOP_QUALITY, TOP_QUALITY)
 
     @property
     def default_quality(self) -> float:
