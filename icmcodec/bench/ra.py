@@ -207,6 +207,9 @@ def main(argv=None) -> None:
     p.add_argument("--task-model", default=None, help="task network (default: the task's own)")
     p.add_argument("--model", action="append", default=None,
                    help="icm coding model, repeatable: each gives a curve icm-<name> (default: the recon default)")
+    p.add_argument("--artifact", default=None,
+                   help="the prompt set the --model codecs code with (default: the task's default set); "
+                        "its curve is icm-<model>+<set>")
     p.add_argument("--qualities", default=None, help="comma-separated icm qualities (default: 9 over the range)")
     p.add_argument("--anchors", default="jpeg,webp,avif,heic,jxl", help="comma-separated anchors, or 'none'")
     p.add_argument("--curves-from", type=Path, metavar="RA_JSON",
@@ -238,7 +241,11 @@ def _run(a) -> None:
     codecs = {}
     for name in a.model or [None]:
         c = pipeline.load_codec(name, device="cpu")
-        codecs[f"icm-{c.config.get('name')}"] = (c, icm_qualities(c, a.qualities))
+        label = f"icm-{c.config.get('name')}"
+        if a.artifact:  # an ablation's set, say, instead of the task's default one
+            c = c.bound(pipeline.load_artifact(c, spec.name, name=a.artifact))
+            label += f"+{a.artifact}"
+        codecs[label] = (c, icm_qualities(c, a.qualities))
     anchors = pick_anchors(a.anchors)
     samples = spread(spec.dataset(a.data, a.split), a.limit)
     if not samples:
