@@ -215,7 +215,7 @@ def tiny_prompt_icm_bytes(seed: int = 0) -> tuple[dict, bytes]:
 
     codec, extractor = tiny_prompt_icm_parts(seed)
     config = make_config(f"test-tiny-prompt-icm-{seed}", codec.cfg, "prompt-icm", default=False)
-    config["quality_range"] = [0.0, 4.0]
+    config["quality_range"] = [-4.0, 4.0]
     config["task"] = "features"
     return config, serialize(picm_export(codec, extractor))
 

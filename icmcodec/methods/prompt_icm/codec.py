@@ -164,7 +164,7 @@ class PromptIcmCodec(PromptSetBinding, HyperpriorCodec):
 
     @property
     def default_quality(self) -> float:
-        return float(self.config.get("default_quality", 2.0))
+        return float(self.config.get("default_quality", 1.0))
 
     # ---- artifacts ------------------------------------------------------------------
     def load_prompt_set(self, config: dict, state: dict[str, np.ndarray], model_hash: bytes) -> PromptIcmSet:

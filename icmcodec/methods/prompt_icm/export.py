@@ -63,7 +63,8 @@ def export_checkpoint(ckpt_path: Path, out_dir: Path, name: str, compact: bool =
     load_extractor(ex, ck["extractor"])
     blob = hp.serialize(export_state(model, ex, compact))
     config = hp.make_config(name, cfg, "prompt-icm", train_step=ck.get("step"), **extra)
-    config["quality_range"] = [0.0, 4.0]
+    config["quality_range"] = [-4.0, 4.0]  # task sets train at 0..4; see codec.steer
+    config["default_quality"] = 1.0
     config["task"] = "features"  # a backbone's features for every machine task, no picture
     out_dir.mkdir(parents=True, exist_ok=True)
     atomic_write(out_dir / "model.safetensors", blob)
