@@ -184,3 +184,32 @@ def test_ablation_sets_a_constant_map_and_fine_tuned_stages(models, tasknet_dir)
     # the fine-tuned stages are the set's own copy: the installed task network is untouched
     assert all(torch.equal(before[k], v) for k, v in tasknet.net.state_dict().items())
     assert any(k.startswith("decoder.staged.") for k in load_file(models / "picm-finetuned" / "model.safetensors"))
+
+
+def test_task_training_runs_resumes_and_exports_a_set_that_codes(models, tmp_path):
+    from PIL import Image
+
+    from icmcodec.methods.prompt_icm.train import main as train
+
+    data = tmp_path / "data"
+    for k, c in enumerate(("a", "b", "c")):
+        (data / "train" / c).mkdir(parents=True)
+        for i in range(2):
+            Image.fromarray(noise(40 + 8 * i, 48, seed=10 * k + i)).save(data / "train" / c / f"{i}.png")
+    run = tmp_path / "run"
+    base = str(models / BASE)
+    args = ["task", "--base", base, "--task", "cls", "--tasknet", "tiny-cls", "--data", str(data), "--run", str(run),
+            "--batch", "2", "--crop", "32", "--save-every", "1"]
+    with pytest.raises(SystemExit, match="takes 24 channels at 4x"):  # the shipped Lite0 network: not this base's
+        train(args[:5] + args[7:] + ["--steps", "1"])
+    train(args + ["--steps", "1"])
+    train(["task", "--run", str(run), "--resume", "--steps", "2"])  # continues from step 1
+    assert torch.load(run / "last.pt", weights_only=False)["step"] == 2
+    # whole pictures through the decoder's feature view, started from that run
+    train(args[:-6] + ["--run", str(tmp_path / "views"), "--views", "--init", str(run / "last.pt"), "--batch", "2",
+                       "--crop", "32", "--steps", "1"])
+    train(["task", "--run", str(tmp_path / "views"), "--export", str(models / "trained-cls"), "--name", "trained-cls"])
+    codec = pipeline.load_codec(BASE, device="cpu")
+    bound = codec.bound(pipeline.load_artifact(codec, "cls", name="trained-cls"))
+    out = pipeline.decode_bytes(pipeline.encode_image(noise(40, 48), task="cls", codec=bound)).output
+    assert out.shape == (3,) and abs(out.sum() - 1) < 1e-6

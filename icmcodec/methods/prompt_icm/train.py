@@ -33,7 +33,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from icmcodec.methods.prompt_icm.codec import relative, steer
+from icmcodec.methods.prompt_icm.codec import feature_view, relative, steer
 from icmcodec.methods.prompt_icm.model import (InformationSelector, PromptIcmConfig, TaskDecoder, build_extractor,
                                                load_extractor, make_feature_codec, random_maps)
 
@@ -68,6 +68,10 @@ def parse_args(argv=None):
     t.add_argument("--alpha", type=float, default=2.0, help="weight of the task loss against bits per pixel")
     t.add_argument("--no-prompts", action="store_true", help="no task-adaptive prompts (selector and head only)")
     t.add_argument("--uniform", action="store_true", help="a constant map instead of the selector")
+    t.add_argument("--views", action="store_true",
+                   help="global tasks: code whole training pictures and train on the task's view of the decoded "
+                        "feature map, as decoding does (the default trains on crops of the view)")
+    t.add_argument("--init", help="start the selector, prompts and head from another run's last.pt")
     t.add_argument("--finetune", action="store_true",
                    help="train the task network's later stages too (the comparison with full decoder tuning)")
     t.add_argument("--save-every", type=int, default=100)
@@ -191,20 +195,50 @@ class TaskParts(torch.nn.Module):
 def build_task(a, config, tasknet):
     cfg = PromptIcmConfig.from_dict(config["arch"])
     chans = build_extractor(cfg).channels[:cfg.selector_stages]
-    return TaskParts(InformationSelector(chans),
-                     TaskDecoder(tasknet.net, prompts=not a.no_prompts, finetune=a.finetune))
+    decoder = TaskDecoder(tasknet.net, prompts=not a.no_prompts, finetune=a.finetune)
+    got = decoder.staged.channels[decoder.staged.first]
+    if got != cfg.C:
+        raise SystemExit(f"error: task network {tasknet.config.get('name')} takes {got} channels at 4x; the base "
+                         f"codes {cfg.C} ({cfg.backbone}): use a task network on the base's backbone (--tasknet)")
+    return TaskParts(InformationSelector(chans), decoder)
+
+
+def coded_forward(parts, codec, extractor, cfg, spec, x, q, uniform: bool, mean, std, view=None):
+    """One training forward: extractor -> the task's map -> the codec (noise for the rate,
+    straight-through rounding) -> the decoder. ``x``: N x 3 x h x w in [0, 1]; ``q``: N x 1 x
+    1 x 1 qualities. ``view``: (resize_short, crop) of a global task coded whole: the decoder
+    takes the task's view on the decoded feature map, as decoding does. Returns (logits,
+    bpp of each picture, the map)."""
+    h, w = x.shape[-2:]
+    # padded to the coded size by edge replication, as the coder pads a picture
+    xp = F.pad(x, (0, -w % 64, 0, -h % 64), mode="replicate")
+    with torch.no_grad():
+        feats = extractor.upto((xp - mean) / std, cfg.selector_stages)
+    m = torch.ones_like(feats[0][:, :1]) if uniform else parts.selector(feats)
+    codec.train()
+    out = codec(feats[0] / cfg.feature_scale, steer(relative(m), q))
+    codec.eval()
+    f_hat = out["f_hat"] * cfg.feature_scale
+    if spec.kind == "global":  # the picture's own part (the coder cuts the padding off too)
+        f_hat = f_hat[..., :-(-h // 4), :-(-w // 4)]
+        if view is not None:
+            return parts.decoder(feature_view(f_hat, *view), (view[1],) * 2), bpp_of(out, h * w), m
+        return parts.decoder(f_hat, (h, w)), bpp_of(out, h * w), m
+    return parts.decoder(f_hat, tuple(xp.shape[-2:]))[..., :h, :w], bpp_of(out, h * w), m
 
 
 def train_task(a) -> None:
     from icmcodec.pipeline import load_tasknet
     from icmcodec.tasks.registry import task as task_spec
+    from icmcodec.tasks.predict import to_tensor
     from icmcodec.tasks.train import PRETRAINED_DEFAULTS, Sampler
 
     run = Path(a.run)
     run.mkdir(parents=True, exist_ok=True)
     if a.resume or a.export:
         saved = json.loads((run / "train_config.json").read_text())["args"]
-        for k in ("base", "task", "data", "tasknet", "alpha", "no_prompts", "uniform", "finetune", "batch", "crop"):
+        for k in ("base", "task", "data", "tasknet", "alpha", "no_prompts", "uniform", "finetune", "views", "batch",
+                  "crop"):
             setattr(a, k, saved.get(k, False))
     codec, extractor, config, base_hash = load_base(a.base)
     tasknet = load_tasknet(a.task, a.tasknet)
@@ -238,6 +272,8 @@ def train_task(a) -> None:
         parts.load_state_dict(ck["parts"])
         opt.load_state_dict(ck["opt"])
         step = ck["step"]
+    elif a.init:
+        parts.load_state_dict(torch.load(a.init, map_location="cpu", weights_only=False)["parts"])
     samples = spec.dataset(a.data, "train")
     sampler = Sampler(spec, samples, a.crop, 1.0, a.seed + step)
     rng = np.random.default_rng(a.seed + step)
@@ -246,27 +282,32 @@ def train_task(a) -> None:
     t0, acc = time.time(), []
     parts.train()
     parts.decoder.staged.eval()  # its batch norms keep their statistics (fine-tuned or not)
+    view = None
+    if a.views:
+        if spec.kind != "global":
+            raise SystemExit("error: --views is for global tasks (cls)")
+        inp = tasknet.config["input"]
+        view = (inp["resize_short"], inp["crop"])
     while step < a.steps:
         lr = a.lr * min(1.0, (step + 1) / 100) * (0.5 * (1 + np.cos(np.pi * step / a.steps)))
         for g in opt.param_groups:
             g["lr"] = lr
-        x, y = sampler.batch(a.batch)
-        h, w = x.shape[-2:]
-        # padded to the coded size by edge replication, as the coder pads a picture
-        xp = F.pad(x, (0, -w % 64, 0, -h % 64), mode="replicate")
-        with torch.no_grad():
-            feats = extractor.upto((xp - mean) / std, cfg.selector_stages)
         q = torch.from_numpy(rng.uniform(0, 4, size=(a.batch, 1, 1, 1))).float()
-        m = torch.ones_like(feats[0][:, :1]) if a.uniform else parts.selector(feats)
-        codec.train()  # noise for the rate, straight-through rounding for f_hat
-        out = codec(feats[0] / cfg.feature_scale, steer(relative(m), q))
-        codec.eval()
-        bpp = bpp_of(out, h * w).mean()
-        f_hat = out["f_hat"] * cfg.feature_scale
-        if spec.kind == "global":  # the picture's own part (the coder cuts the padding off too)
-            logits = parts.decoder(f_hat[..., :-(-h // 4), :-(-w // 4)], (h, w))
-        else:
-            logits = parts.decoder(f_hat, tuple(xp.shape[-2:]))[..., :h, :w]
+        if view is None:
+            x, y = sampler.batch(a.batch)
+            logits, bpp, m = coded_forward(parts, codec, extractor, cfg, spec, x, q, a.uniform, mean, std)
+        else:  # whole pictures, one at a time (their sizes differ), as decoding sees them
+            picks = rng.integers(len(sampler.images), size=a.batch)
+            outs = []
+            for i, j in enumerate(picks):
+                x = to_tensor(sampler.images[j])[None]
+                outs.append(coded_forward(parts, codec, extractor, cfg, spec, x.flip(-1) if rng.random() < 0.5 else x,
+                                          q[i:i + 1], a.uniform, mean, std, view))
+            logits = torch.cat([o[0] for o in outs])
+            bpp = torch.stack([o[1] for o in outs]).mean()
+            m = outs[-1][2]
+            y = torch.tensor([sampler.targets[j] for j in picks])
+        bpp = bpp.mean()
         task_loss = spec.loss(logits, y)
         loss = bpp + a.alpha * task_loss
         opt.zero_grad()
