@@ -333,3 +333,32 @@ def test_a_resumed_benchmark_equals_one_run(env, tmp_path, monkeypatch):
     sh = json.loads((tmp_path / "sh" / "ra.json").read_text())
     assert sh["curves"] == one["curves"] and sh["clean"] == one["clean"]
     assert [len((tmp_path / "sh" / f"pictures-{k}-of-2.jsonl").read_text().splitlines()) for k in (1, 2)] == [3, 2]
+
+
+def test_stored_curves_serve_a_run_over_the_same_or_fewer_pictures(env, tmp_path):
+    """--curves-from: a run over the whole split takes the stored curves as they are; a
+    run over fewer pictures gets them recomputed from the per-picture logs, equal to
+    computing them afresh on those pictures; another network is refused."""
+    from icmcodec.bench import ra
+
+    _camvid_like(tmp_path / "cv")
+    base = [str(tmp_path / "cv"), "--task", "semseg", "--task-model", "tiny-semseg", "--model", CODEC,
+            "--qualities", "0,2"]
+    ra.main(base + ["--anchors", "jpeg", "--out", str(tmp_path / "all")])
+    stored = tmp_path / "all" / "ra.json"
+    ra.main(base + ["--anchors", "jpeg", "--limit", "2", "--out", str(tmp_path / "two")])
+    fresh = json.loads((tmp_path / "two" / "ra.json").read_text())["curves"]["jpeg"]
+    ra.main(base + ["--anchors", "none", "--limit", "2", "--curves-from", str(stored), "--out", str(tmp_path / "sub")])
+    sub = json.loads((tmp_path / "sub" / "ra.json").read_text())
+    got = sub["curves"]["jpeg"]
+    assert [p["quality"] for p in got] == [p["quality"] for p in fresh] and "jpeg" in sub["bd"]["icm-test-tiny-0"]
+    for k in ("bpp", "metric"):
+        assert [p[k] for p in got] == pytest.approx([p[k] for p in fresh], rel=1e-12)
+    ra.main(base + ["--anchors", "none", "--curves-from", str(stored), "--out", str(tmp_path / "same")])
+    whole = json.loads(stored.read_text())["curves"]["jpeg"]
+    assert json.loads((tmp_path / "same" / "ra.json").read_text())["curves"]["jpeg"] == whole
+    doc = json.loads(stored.read_text())
+    doc["meta"]["tasknet_hash"] = "00" * 16
+    (tmp_path / "other.json").write_text(json.dumps(doc))
+    with pytest.raises(SystemExit, match="not comparable"):
+        ra.main(base + ["--anchors", "none", "--curves-from", str(tmp_path / "other.json"), "--out", str(tmp_path / "x")])

@@ -286,3 +286,28 @@ def test_a_missing_prompt_set_is_one_clear_line(zoo_dir, tmp_path, monkeypatch):
     assert not list(tmp_path.glob("s.semseg*"))
     r = run("encode", "a.png", "--method", "transtic", "--model", "test-tiny-transtic-0", "--task", "semseg", "-o", "t.icm")
     assert r.exit_code == 2 and "no prompt set for task semseg" in r.output
+
+
+def test_the_benchmark_scores_tic_without_prompts_and_with_its_set(zoo_dir, tmp_path):
+    """ra.py --artifact none: the bare base's pictures fed to the network (the paper's
+    'TIC without prompts'); its rates are those of plain recon files of the same pictures."""
+    from PIL import Image
+
+    from icmcodec.bench import ra
+
+    root = tmp_path / "cv"
+    for split in ("train", "val"):
+        (root / split).mkdir(parents=True)
+        (root / f"{split}annot").mkdir()
+        for i in range(2):
+            Image.fromarray(picture(64, 96, i)).save(root / split / f"f{i}.png")
+            Image.fromarray(np.random.default_rng(i).integers(0, 12, (64, 96)).astype(np.uint8)).save(
+                root / f"{split}annot" / f"f{i}.png")
+    common = [str(root), "--task", "semseg", "--task-model", "tiny-semseg", "--model", "test-tiny-transtic-0",
+              "--anchors", "none", "--qualities", "0,1"]
+    ra.main(common + ["--artifact", "none", "--out", str(tmp_path / "bare")])
+    bare = json.loads((tmp_path / "bare" / "ra.json").read_text())["curves"]["icm-test-tiny-transtic-0+none"]
+    tic = pipeline.load_codec("test-tiny-transtic-0", device="cpu")
+    for p, q in zip(bare, (0.0, 1.0)):
+        sizes = [len(pipeline.encode_image(picture(64, 96, i), quality=q, codec=tic)) for i in range(2)]
+        assert p["bpp"] == pytest.approx(np.mean([8 * s / (64 * 96) for s in sizes]))

@@ -177,11 +177,13 @@ def format_table(doc: dict) -> str:
     return "\n".join(lines)
 
 
-def stored_curves(path: Path | None, task: str, split: str, tasknet_hash: str, samples: int,
-                  skip: set[str]) -> dict[str, list[dict]]:
+def stored_curves(path: Path | None, task: str, split: str, tasknet_hash: str, names: list[str],
+                  skip: set[str], new_metric) -> dict[str, list[dict]]:
     """The curves of an earlier run's ``ra.json``, checked to be comparable: the same task,
-    split, task network and number of pictures (the split's pictures, in order, when both
-    use the whole split). Curves this run computes itself are not taken."""
+    split and task network, and the same pictures. A run over fewer pictures
+    (``--limit``) gets the earlier run's curves recomputed over exactly its own pictures
+    from the per-picture logs beside that ``ra.json`` (every picture must be in them).
+    Curves this run computes itself are not taken."""
     if path is None:
         return {}
     try:
@@ -189,12 +191,34 @@ def stored_curves(path: Path | None, task: str, split: str, tasknet_hash: str, s
         meta = doc["meta"]
     except (OSError, ValueError, KeyError) as e:
         raise SystemExit(f"error: --curves-from {path}: not a rate-accuracy result ({e})") from None
-    want = {"task": task, "split": split, "tasknet_hash": tasknet_hash, "samples": samples}
+    want = {"task": task, "split": split, "tasknet_hash": tasknet_hash}
     got = {k: meta.get(k) for k in want}
     if got != want:
         bad = ", ".join(f"{k} {got[k]!r} (this run: {want[k]!r})" for k in want if got[k] != want[k])
         raise SystemExit(f"error: --curves-from {path} is not comparable: {bad}")
-    return {n: pts for n, pts in doc["curves"].items() if n not in skip}
+    if meta.get("samples") == len(names):
+        return {n: pts for n, pts in doc["curves"].items() if n not in skip}
+    records = {}
+    for f in sorted(Path(path).parent.glob("pictures*.jsonl")):
+        for line in f.read_text().splitlines()[1:]:
+            if line.strip():
+                rec = json.loads(line)
+                records[rec["name"]] = rec
+    absent = [n for n in names if n not in records]
+    if absent:
+        raise SystemExit(f"error: --curves-from {path}: {len(absent)} of this run's {len(names)} pictures "
+                         f"(first: {absent[0]}) are not in its per-picture logs")
+    curves: dict[tuple[str, float | int], Curve] = {}
+    for name in names:
+        for key, c in records[name]["curves"].items():
+            n, _, q = key.rpartition("@")
+            if n not in skip:
+                k = (n, float(q) if n.startswith("icm") else int(q))
+                curves.setdefault(k, Curve(new_metric())).add(c["bpp"], c["totals"])
+    out: dict[str, list[dict]] = {}
+    for (n, q), c in curves.items():
+        out.setdefault(n, []).append({"quality": q, **c.point()})
+    return {n: sorted(pts, key=lambda p: p["quality"]) for n, pts in out.items()}
 
 
 def main(argv=None) -> None:
@@ -209,12 +233,15 @@ def main(argv=None) -> None:
                    help="icm coding model, repeatable: each gives a curve icm-<name> (default: the recon default)")
     p.add_argument("--artifact", default=None,
                    help="the prompt set the --model codecs code with (default: the task's default set); "
-                        "its curve is icm-<model>+<set>")
+                        "its curve is icm-<model>+<set>; 'none': a picture codec's base without any set, "
+                        "the task network on its reconstruction (TransTIC's 'TIC without prompts'), "
+                        "curve icm-<model>+none")
     p.add_argument("--qualities", default=None, help="comma-separated icm qualities (default: 9 over the range)")
     p.add_argument("--anchors", default="jpeg,webp,avif,heic,jxl", help="comma-separated anchors, or 'none'")
     p.add_argument("--curves-from", type=Path, metavar="RA_JSON",
-                   help="add the curves of an earlier run's ra.json (same task, split, network and pictures) "
-                        "instead of recomputing them: a new method against stored anchors")
+                   help="add the curves of an earlier run's ra.json (same task, split and network) instead of "
+                        "recomputing them: a new method against stored anchors; with --limit, recomputed over "
+                        "this run's pictures from the per-picture logs beside it")
     p.add_argument("--thresholds", type=int, default=25, help="boundary only: ODS thresholds (the BSDS code uses 99)")
     p.add_argument("--out", type=Path, required=True)
     p.add_argument("--resume", action="store_true", help="continue from the logs in --out (same settings)")
@@ -242,10 +269,18 @@ def _run(a) -> None:
     for name in a.model or [None]:
         c = pipeline.load_codec(name, device="cpu")
         label = f"icm-{c.config.get('name')}"
-        if a.artifact:  # an ablation's set, say, instead of the task's default one
+        if a.artifact == "none":
+            if c.produces != "picture":
+                raise SystemExit(f"error: --artifact none: {c.config.get('name')} does not code a picture")
+            label += "+none"
+        elif a.artifact:  # an ablation's set, say, instead of the task's default one
             c = c.bound(pipeline.load_artifact(c, spec.name, name=a.artifact))
             label += f"+{a.artifact}"
         codecs[label] = (c, icm_qualities(c, a.qualities))
+    # with no artifact, a file is the base's picture ("recon": the header's task and
+    # adapter fields have the same size, so the rate is the same) and the network runs
+    # on the decoded picture (decode_bytes runs the network it is given)
+    coded_task = "recon" if a.artifact == "none" else spec.name
     anchors = pick_anchors(a.anchors)
     samples = spread(spec.dataset(a.data, a.split), a.limit)
     if not samples:
@@ -280,7 +315,7 @@ def _run(a) -> None:
         rec = {"name": s.name, "clean": one_picture(new_metric, net.predict([rgb])[0], label), "curves": {}}
         for m, (codec, qualities) in codecs.items():
             for q in qualities:
-                data = pipeline.encode_image(rgb, task=spec.name, quality=q, codec=codec, tasknet=net)
+                data = pipeline.encode_image(rgb, task=coded_task, quality=q, codec=codec, tasknet=net)
                 res = pipeline.decode_bytes(data, codec=codec, tasknet=net)
                 rec["curves"][f"{m}@{q}"] = {"bpp": 8 * len(data) / px,
                                              "totals": one_picture(new_metric, res.output, label)}
@@ -303,7 +338,8 @@ def _run(a) -> None:
     by_codec: dict[str, list[dict]] = {}
     for (n, q), c in curves.items():
         by_codec.setdefault(n, []).append({"quality": q, **c.point()})
-    stored = stored_curves(a.curves_from, spec.name, a.split, net.hash.hex(), len(samples), set(by_codec))
+    stored = stored_curves(a.curves_from, spec.name, a.split, net.hash.hex(), [s.name for s in samples],
+                           set(by_codec), new_metric)
     sign = 1.0 if spec.higher_is_better else -1.0
     mine = [m for m in by_codec if m.startswith("icm")]
     by_codec.update(stored)
