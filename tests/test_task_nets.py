@@ -361,4 +361,5 @@ def test_stored_curves_serve_a_run_over_the_same_or_fewer_pictures(env, tmp_path
     doc["meta"]["tasknet_hash"] = "00" * 16
     (tmp_path / "other.json").write_text(json.dumps(doc))
     with pytest.raises(SystemExit, match="not comparable"):
-        ra.main(base + ["--anchors", "none", "--curves-from", str(tmp_path / "other.json"), "--out", str(tmp_path / "x")])
+        ra.main(base + ["--anchors", "none", "--curves-from", str(tmp_path / "other.json"),
+                        "--out", str(tmp_path / "x")])
