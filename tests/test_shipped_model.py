@@ -28,15 +28,17 @@ def test_one_default_per_task():
     defaults = {}
     for m in zoo.available():
         if m.path.parent == zoo.SHIPPED and m.config.get("default"):
-            key = (m.kind, m.config["task"])
+            # a prompt set is the default for its task on its own base
+            key = (m.kind, m.config["task"], m.config.get("base_hash"))
             assert key not in defaults, f"two defaults for {key}: {defaults.get(key)} and {m.name}"
             defaults[key] = m.name
-    assert defaults[("codec", "recon")] == "hp-base"
+    assert defaults[("codec", "recon", None)] == "hp-base"
 
 
-@pytest.mark.parametrize("name", ["hp-base", "hp-small"])
+@pytest.mark.parametrize("name", ["hp-base", "hp-small", "tic-hybrid"])
 def test_shipped_model_codes_a_picture(name):
-    # hp-small is no longer the default, but files made with it must keep decoding
+    # hp-small is no longer the default, but files made with it must keep decoding;
+    # tic-hybrid is TransTIC's base, a picture codec on its own
     codec = pipeline.load_codec(name, device="cpu")
     lo, hi = codec.quality_range
     rgb = smooth_image()
