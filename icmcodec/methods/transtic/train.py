@@ -117,6 +117,8 @@ def main(argv=None) -> None:
         cfg = {"base": args.base, "task": args.task, "task_model": args.task_model, "data": args.data,
                "steps": args.steps, "batch": args.batch, "crop": args.crop, "lr": args.lr, "seed": args.seed,
                "encoder": not args.no_encoder, "decoder": not args.no_decoder, "lambdas": args.lambdas}
+    if cfg["crop"] % 64:
+        raise SystemExit(f"error: --crop {cfg['crop']}: must be a multiple of 64 (TIC's total down-sampling)")
     tic, _, base_hash = load_base(cfg["base"])
     net = pipeline.load_tasknet(cfg["task"], cfg["task_model"], device="cpu")
     levels = tic.cfg.levels
