@@ -10,6 +10,13 @@ Data: image folders with weights (``--data DIR:WEIGHT``), loaded once into memor
 random crops and flips; each image in a batch draws a random quality level and the
 loss is ``lambda[level] * 255**2 * MSE + bpp``.
 
+``--task T`` fine-tunes a codec for a machine task instead: the distortion becomes the
+task network's feature distance between x and x_hat (TransTIC's perceptual loss, the
+one its prompt sets train on) with ``--task-lambdas`` per level, and every tensor of
+the codec may move. Started ``--init`` from a shipped base, this is the "fully
+fine-tuned per task" upper bound that a prompt set is compared with; the export is an
+ordinary reconstruction model whose pictures are meant for that task's network.
+
 Several GPUs or processes: the same script under ``torchrun``
 (``torchrun --nproc_per_node 4 -m icmcodec.train ...``): torch.distributed with NCCL
 on GPUs and gloo on the CPU, one process per device, each drawing its own crops;
@@ -80,12 +87,23 @@ def rd_bpp(out: dict, x: torch.Tensor) -> torch.Tensor:
     return (bits_y + bits_z) / (x.shape[2] * x.shape[3])
 
 
-def rd_loss(model, x: torch.Tensor, levels: torch.Tensor, lambdas) -> dict:
+def rd_loss(model, x: torch.Tensor, levels: torch.Tensor, lambdas, judge=None) -> dict:
+    """The batch's rate-distortion loss. ``judge`` = (frozen task network, lambda per
+    level): the distortion is its feature distance instead of 255**2 * MSE."""
     out = model(x, levels)
     bpp = rd_bpp(out, x)
     mse = F.mse_loss(out["x_hat"].clamp(0, 1), x, reduction="none").flatten(1).mean(1)
-    lam = torch.tensor(lambdas, dtype=x.dtype, device=x.device)[levels]
-    loss = (lam * 255.0**2 * mse + bpp).mean()
+    if judge is None:
+        lam = torch.tensor(lambdas, dtype=x.dtype, device=x.device)[levels]
+        loss = (lam * 255.0**2 * mse + bpp).mean()
+    else:
+        from icmcodec.methods.transtic.train import perceptual_distance, task_features
+
+        net, task_lambdas = judge
+        with torch.no_grad():
+            ref = task_features(net, x)
+        dist = perceptual_distance(net, out["x_hat"].clamp(0, 1), ref)
+        loss = (task_lambdas.to(x.device)[levels] * dist + bpp).mean()
     psnr = (-10 * torch.log10(mse.clamp(min=1e-10))).mean()
     return {"loss": loss, "bpp": bpp.mean(), "mse": mse.mean(), "psnr": psnr}
 
@@ -193,7 +211,30 @@ def parse_args(argv=None) -> argparse.Namespace:
                    help="comma-separated quality levels to draw crops for (default: all); with "
                         "--train-only log2_gain, new levels added through --config lambdas are fitted "
                         "while the others keep their gains exactly")
+    p.add_argument("--task", help="fine-tune for this machine task: the distortion is its network's feature "
+                   "distance between x and x_hat (TransTIC's loss) instead of MSE")
+    p.add_argument("--task-model", help="with --task: the task network (default: the task's installed default)")
+    p.add_argument("--task-lambdas", metavar="L0,L1,...",
+                   help="with --task: lambda per quality level (default 0.5 doubling per level, as the prompt "
+                        "trainer's)")
     return p.parse_args(argv)
+
+
+def task_judge(args: argparse.Namespace, levels: int, device: torch.device):
+    """(frozen task network, lambda per level) for ``--task``, or None."""
+    if not getattr(args, "task", None):
+        return None
+    from icmcodec import pipeline
+
+    try:
+        net = pipeline.load_tasknet(args.task, getattr(args, "task_model", None), device="cpu")
+    except pipeline.UsageError as e:
+        raise SystemExit(f"error: --task: {e}") from None
+    text = getattr(args, "task_lambdas", None)
+    lams = [float(v) for v in text.split(",")] if text else [0.5 * 2**k for k in range(levels)]
+    if len(lams) != levels:
+        raise SystemExit(f"error: --task-lambdas: {len(lams)} values for {levels} quality levels")
+    return net.net.to(device).eval().requires_grad_(False), torch.tensor(lams)
 
 
 def trainable_split(model, train_only: str | None) -> tuple[list, list]:
@@ -313,6 +354,7 @@ def main(argv=None) -> None:
     if args.init and not args.resume:
         init_from(model, args.init)
     main_params, aux_params = trainable_split(model, getattr(args, "train_only", None))
+    judge = task_judge(args, cfg.levels, device)
     choices = level_choices(getattr(args, "sample_levels", None), cfg.levels)
     opt = torch.optim.Adam(main_params, lr=args.lr)
     aux_opt = torch.optim.Adam(aux_params, lr=1e-3) if aux_params else None
@@ -349,7 +391,7 @@ def main(argv=None) -> None:
             g["lr"] = lr
         x = sampler.batch_u8(args.batch).to(device, non_blocking=True).float().div_(255.0)
         levels = torch.from_numpy(choices[sampler.rng.integers(0, len(choices), size=args.batch)]).to(device)
-        out = rd_loss(net, x, levels, cfg.lambdas)
+        out = rd_loss(net, x, levels, cfg.lambdas, judge)
         opt.zero_grad()
         out["loss"].backward()
         torch.nn.utils.clip_grad_norm_(main_params, 1.0)

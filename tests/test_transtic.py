@@ -276,7 +276,8 @@ def test_a_missing_prompt_set_is_one_clear_line(zoo_dir, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     Image.fromarray(picture()).save(tmp_path / "a.png")
     run = lambda *a: CliRunner().invoke(main, list(map(str, a)))  # noqa: E731
-    r = run("encode", "a.png", "--method", "transtic", "--model", "test-tiny-transtic-0", "--task", "semseg", "-o", "s.icm")
+    r = run("encode", "a.png", "--method", "transtic", "--model", "test-tiny-transtic-0", "--task", "semseg",
+            "-o", "s.icm")
     assert r.exit_code == 0, r.output
     shutil.rmtree(zoo_dir / "ps-seg")
     shutil.rmtree(zoo_dir / "ps-seg-dec")
@@ -284,7 +285,8 @@ def test_a_missing_prompt_set_is_one_clear_line(zoo_dir, tmp_path, monkeypatch):
     r = run("decode", "s.icm")
     assert r.exit_code == 2 and "prompt set" in r.output and "not installed" in r.output and "Traceback" not in r.output
     assert not list(tmp_path.glob("s.semseg*"))
-    r = run("encode", "a.png", "--method", "transtic", "--model", "test-tiny-transtic-0", "--task", "semseg", "-o", "t.icm")
+    r = run("encode", "a.png", "--method", "transtic", "--model", "test-tiny-transtic-0", "--task", "semseg",
+            "-o", "t.icm")
     assert r.exit_code == 2 and "no prompt set for task semseg" in r.output
 
 
@@ -311,3 +313,39 @@ def test_the_benchmark_scores_tic_without_prompts_and_with_its_set(zoo_dir, tmp_
     for p, q in zip(bare, (0.0, 1.0)):
         sizes = [len(pipeline.encode_image(picture(64, 96, i), quality=q, codec=tic)) for i in range(2)]
         assert p["bpp"] == pytest.approx(np.mean([8 * s / (64 * 96) for s in sizes]))
+
+
+def test_the_fully_fine_tuned_upper_bound_trains_every_tensor_on_the_task_loss(zoo_dir, tmp_path):
+    """``icmcodec.train --task T --init TIC``: the distortion is the task network's feature
+    distance; the transforms and the hyper synthesis all move, and the export is a recon
+    model that codes (the "TIC fully fine-tuned per task" curve)."""
+    from PIL import Image
+
+    from icmcodec import train as train_mod
+
+    data = tmp_path / "imgs"
+    data.mkdir()
+    Image.fromarray(picture(64, 64)).save(data / "a.png")
+    run = tmp_path / "run"
+    common = ["--run", str(run), "--method", "transtic", "--init", str(zoo_dir / "tt"), "--data", str(data),
+              "--batch", "1", "--crop", "64", "--threads", "1", "--task", "semseg", "--task-model", "tiny-semseg"]
+    with pytest.raises(SystemExit, match="--task-lambdas: 1 values"):
+        train_mod.main(common + ["--steps", "1", "--task-lambdas", "1"])
+    train_mod.main(common + ["--steps", "2", "--lr", "1e-2"])
+    ck = torch.load(run / "last.pt", weights_only=False)
+    start = train_mod.method_classes("transtic")[0](train_mod.method_classes("transtic")[1].from_dict(ck["config"]))
+    train_mod.init_from(start, str(zoo_dir / "tt"))
+    before = start.state_dict()
+    for part in ("g_a.", "g_s.", "h_s."):
+        assert any(not torch.equal(v, before[k]) for k, v in ck["model"].items() if k.startswith(part)), part
+    saved = json.loads((run / "train_config.json").read_text())["args"]
+    assert saved["task"] == "semseg" and saved["task_model"] == "tiny-semseg"
+    import subprocess
+    import sys
+
+    out = zoo_dir / "tt-ft"
+    subprocess.run([sys.executable, "-m", "icmcodec.zoo.export", str(run / "last.pt"), str(out), "--name", "tt-ft"],
+                   check=True, capture_output=True)
+    codec = pipeline.load_codec(str(out), device="cpu")
+    assert pipeline.decode_bytes(pipeline.encode_image(picture(), quality=1, codec=codec), codec=codec).rgb.shape \
+        == (64, 96, 3)
