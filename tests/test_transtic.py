@@ -344,8 +344,12 @@ def test_the_fully_fine_tuned_upper_bound_trains_every_tensor_on_the_task_loss(z
     import sys
 
     out = zoo_dir / "tt-ft"
-    subprocess.run([sys.executable, "-m", "icmcodec.zoo.export", str(run / "last.pt"), str(out), "--name", "tt-ft"],
-                   check=True, capture_output=True)
+    export = [sys.executable, "-m", "icmcodec.zoo.export", str(run / "last.pt"), str(out), "--name", "tt-ft"]
+    bad = subprocess.run(export + ["--quality-range=-3,9"], capture_output=True, text=True)
+    assert bad.returncode != 0 and "quality range -3..9" in bad.stderr and "Traceback" not in bad.stderr
+    assert not out.exists()
+    subprocess.run(export + ["--quality-range=-3,1"], check=True, capture_output=True)
+    assert json.loads((out / "config.json").read_text())["quality_range"] == [-3.0, 1.0]
     codec = pipeline.load_codec(str(out), device="cpu")
     assert pipeline.decode_bytes(pipeline.encode_image(picture(), quality=1, codec=codec), codec=codec).rgb.shape \
         == (64, 96, 3)

@@ -25,7 +25,7 @@ import torch
 from safetensors.numpy import save as st_save
 
 from icmcodec.entropy import counts_from_pmf, gaussian_tables, stack_tables
-from icmcodec.exact import ACT_FRAC, W_FRAC, pow2_table, scale_table
+from icmcodec.exact import ACT_FRAC, EXTRAPOLATE_LEVELS, W_FRAC, pow2_table, scale_table
 from icmcodec.methods.hyperprior.exact import quantize_hyper_synthesis
 from icmcodec.methods.hyperprior.model import GainedHyperprior
 from icmcodec.methods.hyperprior.transforms import HyperpriorConfig
@@ -156,7 +156,8 @@ def trainable_from_state(config: dict, state: dict[str, np.ndarray], model: Gain
                 sd[f"h_s.convs.{i}.{leaf}"] = torch.from_numpy(np.array(v, dtype=np.float64) / (1 << frac)).float()
             elif k.startswith("train."):
                 sd[k[len("train.") :]] = torch.from_numpy(np.array(v))
-        sd["log2_gain"] = torch.from_numpy(np.array(state["exact.log2_gain_fp"], dtype=np.float64) / (1 << ACT_FRAC)).float()
+        lg_fp = np.array(state["exact.log2_gain_fp"], dtype=np.float64)
+        sd["log2_gain"] = torch.from_numpy(lg_fp / (1 << ACT_FRAC)).float()
     model.load_state_dict(sd)
     return model
 
@@ -181,6 +182,10 @@ def export_checkpoint(ckpt_path: Path, out_dir: Path, name: str, compact: bool =
                       model_cls=GainedHyperprior, config_cls=HyperpriorConfig, export=None, **extra) -> Path:
     ck = torch.load(ckpt_path, map_location="cpu", weights_only=False)
     arch = config_cls.from_dict(ck["config"])
+    lo, hi = extra.get("quality_range", (0.0, arch.levels - 1))
+    if lo < -EXTRAPOLATE_LEVELS or hi > arch.levels - 1:
+        raise SystemExit(f"error: quality range {lo:g}..{hi:g}: this model codes {-EXTRAPOLATE_LEVELS}.."
+                         f"{arch.levels - 1} (its top trained level; below 0 by extrapolation)")
     model = model_cls(arch)
     model.load_state_dict(ck["model"])
     blob = serialize((export or export_state)(model, compact))
@@ -194,7 +199,8 @@ def export_checkpoint(ckpt_path: Path, out_dir: Path, name: str, compact: bool =
 def main(argv=None, **method_kw) -> None:
     """The exporter's command line; ``method_kw`` (method, model_cls, config_cls,
     export) lets a method built on the hyperprior reuse it."""
-    p = argparse.ArgumentParser(prog="python -m icmcodec.zoo.export", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(prog="python -m icmcodec.zoo.export", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("checkpoint", type=Path)
     p.add_argument("out_dir", type=Path)
     p.add_argument("--name", required=True)
@@ -202,8 +208,19 @@ def main(argv=None, **method_kw) -> None:
     p.add_argument("--default-quality", type=float, default=None, help="quality used when --quality is not given")
     p.add_argument("--compact", action="store_true",
                    help="float16 transform kernels and int16 exact weights where they fit (about half the file)")
+    p.add_argument("--quality-range", metavar="LO,HI",
+                   help="the real-valued --quality range users may ask for (default 0..levels-1; below level 0 "
+                        "the gains continue the line through levels 0 and 1, as hp-base's and tic-hybrid's -3..4)")
     a = p.parse_args(argv)
     extra = {"default": a.default}
+    if a.quality_range:
+        try:
+            lo, hi = (float(v) for v in a.quality_range.split(","))
+        except ValueError:
+            p.error(f"--quality-range {a.quality_range}: expected two numbers, LO,HI")
+        if not lo < hi:
+            p.error(f"--quality-range {a.quality_range}: LO must be below HI")
+        extra["quality_range"] = [lo, hi]
     if a.default_quality is not None:
         extra["default_quality"] = a.default_quality
     out = export_checkpoint(a.checkpoint, a.out_dir, a.name, compact=a.compact, **method_kw, **extra)
