@@ -231,7 +231,10 @@ def task_judge(args: argparse.Namespace, levels: int, device: torch.device):
     except pipeline.UsageError as e:
         raise SystemExit(f"error: --task: {e}") from None
     text = getattr(args, "task_lambdas", None)
-    lams = [float(v) for v in text.split(",")] if text else [0.5 * 2**k for k in range(levels)]
+    try:
+        lams = [float(v) for v in text.split(",")] if text else [0.5 * 2**k for k in range(levels)]
+    except ValueError:
+        raise SystemExit(f"error: --task-lambdas {text}: expected comma-separated numbers") from None
     if len(lams) != levels:
         raise SystemExit(f"error: --task-lambdas: {len(lams)} values for {levels} quality levels")
     return net.net.to(device).eval().requires_grad_(False), torch.tensor(lams)
