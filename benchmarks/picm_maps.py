@@ -50,7 +50,7 @@ def main(argv=None) -> None:
             rgb = s.image()
             h, w = rgb.shape[:2]
             an = codec.analyse(rgb)
-            m = an.m[0, 0].cpu().numpy()[:-(-h // 4), :-(-w // 4)]
+            m = an.at(a.quality)[0, 0].cpu().numpy()[:-(-h // 4), :-(-w // 4)]
             bits = codec.bits_map(an, a.quality)[:-(-h // 16), :-(-w // 16)]
             data = pipeline.encode_image(rgb, task=a.task, quality=a.quality, codec=codec)
             bpp = 8 * len(data) / (h * w)

@@ -1,5 +1,6 @@
 """Prompt-ICM on tiny seeded models: the importance map steers the bits, files round-trip,
 artifacts are checked, symbols are exact, the backbone cut is the backbone."""
+import json
 import os
 import subprocess
 import sys
@@ -186,6 +187,27 @@ def test_ablation_sets_a_constant_map_and_fine_tuned_stages(models, tasknet_dir)
     assert any(k.startswith("decoder.staged.") for k in load_file(models / "picm-finetuned" / "model.safetensors"))
 
 
+def test_a_learned_contrast_flattens_or_sharpens_the_map_per_quality(models):
+    net = models.parent / "models" / "tiny-semseg"
+    write_tiny_prompt_icm_set(models / "picm-plain", models / BASE, net, "semseg")
+    write_tiny_prompt_icm_set(models / "picm-flat", models / BASE, net, "semseg", contrast=(-40.0, 0.0))  # gamma ~ 0
+    write_tiny_prompt_icm_set(models / "picm-sharp", models / BASE, net, "semseg", contrast=(0.0, 8.0))  # softplus(2q)
+    codec = pipeline.load_codec(BASE, device="cpu")
+    rgb = noise(64, 64, seed=3)
+    plain, flat, sharp = (codec.bound(pipeline.load_artifact(codec, "semseg", name=n)).analyse(rgb)
+                          for n in ("picm-plain", "picm-flat", "picm-sharp"))
+    assert torch.equal(flat.m, plain.m) and plain.m.std() > 0.01  # the same selector draws the same map
+    ones = torch.ones_like(plain.m)
+    assert torch.allclose(flat.at(2.0), ones, atol=1e-5)  # gamma -> 0: the constant map, at every quality
+    assert torch.allclose(flat.at(-4.0), ones, atol=1e-5)
+    # the same bits as a uniform manual prompt (within float noise of the map)
+    uni = codec.bits_map(codec.analyse(rgb, importance=np.ones((16, 16))), 2.0).sum()
+    assert abs(codec.bits_map(flat, 2.0).sum() - uni) <= 0.01 * uni
+    # gamma(q) = softplus(2 q): flatter than the drawn map at low qualities, sharper at high ones
+    assert sharp.at(-4.0).std() < plain.at(-4.0).std() < sharp.at(4.0).std()
+    assert torch.equal(plain.at(-4.0), plain.m)  # a set without contrast: the map as drawn
+
+
 def test_task_training_runs_resumes_and_exports_a_set_that_codes(models, tmp_path):
     from PIL import Image
 
@@ -209,6 +231,10 @@ def test_task_training_runs_resumes_and_exports_a_set_that_codes(models, tmp_pat
     train(args[:-6] + ["--run", str(tmp_path / "views"), "--views", "--init", str(run / "last.pt"), "--batch", "2",
                        "--crop", "32", "--steps", "1"])
     train(["task", "--run", str(tmp_path / "views"), "--export", str(models / "trained-cls"), "--name", "trained-cls"])
+    config = json.loads((models / "trained-cls" / "config.json").read_text())
+    assert config["contrast"] and config["trained_qualities"] == [-4.0, 4.0]
+    with pytest.raises(SystemExit, match="--qualities"):
+        train(args + ["--run", str(tmp_path / "bad"), "--qualities", "0,5", "--steps", "1"])
     codec = pipeline.load_codec(BASE, device="cpu")
     bound = codec.bound(pipeline.load_artifact(codec, "cls", name="trained-cls"))
     out = pipeline.decode_bytes(pipeline.encode_image(noise(40, 48), task="cls", codec=bound)).output

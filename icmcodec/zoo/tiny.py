@@ -225,9 +225,11 @@ def write_tiny_prompt_icm_model(folder: str | Path, seed: int = 0) -> Path:
 
 
 def write_tiny_prompt_icm_set(folder: str | Path, base_folder: str | Path, tasknet_folder: str | Path, task: str,
-                              seed: int = 0, uniform: bool = False, finetune: bool = False) -> bytes:
+                              seed: int = 0, uniform: bool = False, finetune: bool = False,
+                              contrast: tuple[float, float] | None = None) -> bytes:
     """A seeded (untrained) Prompt-ICM artifact (selector, prompts, head) for the tiny base
-    in ``base_folder`` and the task network in ``tasknet_folder``; returns its hash."""
+    in ``base_folder`` and the task network in ``tasknet_folder``; returns its hash.
+    ``contrast``: the selector's learned per-quality contrast parameters (a, b)."""
     from icmcodec.methods.prompt_icm.export import write_prompt_set
     from icmcodec.methods.prompt_icm.model import InformationSelector, PromptIcmConfig, TaskDecoder, build_extractor
     from icmcodec.tasks.predict import TaskModel
@@ -237,12 +239,16 @@ def write_tiny_prompt_icm_set(folder: str | Path, base_folder: str | Path, taskn
     cfg = PromptIcmConfig.from_dict(base.config["arch"])
     net = TaskModel.load(tasknet_folder).net
     rng = np.random.default_rng(seed + 5000)
-    selector = InformationSelector(build_extractor(cfg).channels[:cfg.selector_stages], 8)
+    chans = build_extractor(cfg).channels[:cfg.selector_stages]
+    selector = InformationSelector(chans, 8)
     decoder = TaskDecoder(net, finetune=finetune)
     _seeded(selector, rng)
+    if contrast:  # the same seeded selector, with the contrast parameters added
+        seeded, selector = selector, InformationSelector(chans, 8, contrast=True)
+        selector.load_state_dict({**seeded.state_dict(), "contrast": torch.tensor(contrast, dtype=torch.float32)})
     _seeded(decoder.prompts, rng)  # non-zero prompts: they act
     if finetune:
         _seeded(decoder.staged, rng)
     return write_prompt_set(selector, decoder, Path(folder), name=Path(folder).name, task=task,
                             base_hash=base.hash(), tasknet_hash=entry_at(tasknet_folder).hash(), selector_width=8,
-                            uniform=uniform, finetune=finetune)
+                            uniform=uniform, finetune=finetune, **({"contrast": True} if contrast else {}))

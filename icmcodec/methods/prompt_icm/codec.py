@@ -37,10 +37,13 @@ MAX_PIXELS = 1 << 23  # 8.4 M pixels (3840x2160 fits): the extractor runs on the
 TOP_QUALITY = 4.0
 
 
-def relative(m: torch.Tensor) -> torch.Tensor:
+def relative(m: torch.Tensor, gamma: torch.Tensor | None = None) -> torch.Tensor:
     """An importance map as *relative* importance: divided by its mean over the picture
     (per picture), so a task's map only redistributes the bits and the quality alone sets
-    how many there are."""
+    how many there are. ``gamma``: a selector's learned contrast at the quality (the map
+    is raised to it first; see :class:`~.model.InformationSelector`)."""
+    if gamma is not None:
+        m = m.clamp(min=1e-6) ** gamma
     return m / m.mean((-2, -1), keepdim=True).clamp(min=1e-6)
 
 
@@ -65,10 +68,18 @@ def feature_view(f: torch.Tensor, resize_short: int, crop: int, stride: int = 4)
 
 
 class Analysed:
-    """The quality-independent part of an encode: the feature and the map."""
+    """The quality-independent part of an encode: the feature and the map (``m``: the
+    relative map as the selector drew it; ``raw`` and ``gamma``: the map in [0, 1] and the
+    selector's contrast, for a selector that sharpens or flattens its map per quality)."""
 
-    def __init__(self, coded_size, f: torch.Tensor, m: torch.Tensor):
-        self.coded_size, self.f, self.m = coded_size, f, m
+    def __init__(self, coded_size, f: torch.Tensor, m: torch.Tensor, raw: torch.Tensor | None = None, gamma=None):
+        self.coded_size, self.f, self.m, self.raw, self.gamma = coded_size, f, m, raw, gamma
+
+    def at(self, quality: float) -> torch.Tensor:
+        """The relative map the codec is steered by at ``quality`` (before ``steer``)."""
+        if self.gamma is None:
+            return self.m
+        return relative(self.raw, self.gamma(quality))
 
 
 class PromptIcmSet:
@@ -87,7 +98,7 @@ class PromptIcmSet:
         # a set trained with a constant map (the ablation without generated prompts) has no selector
         self.uniform = config.get("uniform", False)
         self.selector = InformationSelector(codec.extractor.channels[:codec.arch.selector_stages],
-                                            config.get("selector_width", 32))
+                                            config.get("selector_width", 32), contrast=config.get("contrast", False))
         self.decoder = TaskDecoder(self.tasknet.net, prompts=config.get("prompts", True),
                                    ratio=config.get("prompt_ratio", 4), finetune=config.get("finetune", False))
         tensors = {k: torch.from_numpy(np.asarray(v, dtype=np.float32)) for k, v in state.items()}
@@ -124,6 +135,12 @@ class PromptIcmSet:
             return torch.ones_like(feats[0][:, :1])
         return self.selector(feats)
 
+    def contrast(self):
+        """The selector's per-quality contrast (``gamma(q)``), or None for a plain map."""
+        if self.uniform or self.selector.contrast is None:
+            return None
+        return self.selector.gamma
+
     def write(self, output: np.ndarray) -> dict[str, bytes]:
         return self.spec.write(output, self.labels)
 
@@ -159,7 +176,7 @@ class PromptIcmCodec(PromptSetBinding, HyperpriorCodec):
 
     @property
     def quality_range(self) -> tuple[float, float]:
-        # task sets train at 0..4; below 0 the map keeps shrinking (to 1/16 of its mean at -4)
+        # the map's mean goes from 1/16 at -4 to 1 at 4 (steer); sets from before --qualities trained at 0..4
         return (-TOP_QUALITY, TOP_QUALITY)
 
     @property
@@ -189,17 +206,19 @@ class PromptIcmCodec(PromptSetBinding, HyperpriorCodec):
         x = np.pad(rgb, ((0, ph - h), (0, pw - w), (0, 0)), mode="edge")
         x = torch.from_numpy(np.ascontiguousarray(x)).permute(2, 0, 1)[None].float().div(255).to(self.device)
         feats = self.extractor.upto((x - self.in_mean) / self.in_std, self.arch.selector_stages)
+        gamma = None
         if importance is not None:
             m = torch.as_tensor(np.asarray(importance, np.float32), device=self.device).reshape(1, 1, *feats[0].shape[-2:])
         elif self.prompt_set is not None:
-            m = self.prompt_set.importance(feats)
+            m, gamma = self.prompt_set.importance(feats), self.prompt_set.contrast()
         else:
             raise ValueError("prompt-icm needs a task's prompt set (or a manual importance map) to encode")
-        return Analysed((ph, pw), feats[0] / self.arch.feature_scale, relative(m.clamp(0, 1)))
+        m = m.clamp(0, 1)
+        return Analysed((ph, pw), feats[0] / self.arch.feature_scale, relative(m), m, gamma)
 
     @torch.no_grad()
     def code(self, an: Analysed, quality: float) -> Encoded:
-        y = self.g_a(an.f, steer(an.m, quality))[0].cpu().numpy()
+        y = self.g_a(an.f, steer(an.at(quality), quality))[0].cpu().numpy()
         z = self._hyper_analysis(y)
         return super().code(self._finish_analysis(an.coded_size, y, z), quality)
 

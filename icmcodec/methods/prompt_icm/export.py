@@ -63,7 +63,7 @@ def export_checkpoint(ckpt_path: Path, out_dir: Path, name: str, compact: bool =
     load_extractor(ex, ck["extractor"])
     blob = hp.serialize(export_state(model, ex, compact))
     config = hp.make_config(name, cfg, "prompt-icm", train_step=ck.get("step"), **extra)
-    config["quality_range"] = [-4.0, 4.0]  # task sets train at 0..4; see codec.steer
+    config["quality_range"] = [-4.0, 4.0]  # see codec.steer; a set's trained_qualities says where it trained
     config["default_quality"] = 1.0
     config["task"] = "features"  # a backbone's features for every machine task, no picture
     out_dir.mkdir(parents=True, exist_ok=True)

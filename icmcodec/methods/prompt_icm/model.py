@@ -232,20 +232,38 @@ def random_maps(n: int, h: int, w: int, rng: np.random.Generator) -> np.ndarray:
 
 
 class InformationSelector(nn.Module):
-    """Stage 1..k features -> importance map at stage 1's resolution (sigmoid)."""
+    """Stage 1..k features -> importance map at stage 1's resolution (sigmoid).
 
-    def __init__(self, channels: list[int], width: int = 32):
+    ``contrast``: the selector also learns how sharp its map should be at each quality,
+    ``gamma(q) = softplus(a + b * q / 4)``, applied as ``m ** gamma`` before the map is
+    made relative (:func:`~.codec.relative`). Why: the paper trains one selector per rate
+    point; one selector for every quality needs a way to flatten its map where contrast
+    costs more bits than it saves (a low quality spends little everywhere, and rate is
+    convex in lambda there, so a contrasty map of the same mean spends *more*). gamma -> 0
+    is the constant map, so such a selector can always fall back to uniform allocation.
+    Starts at gamma = 1 everywhere (the plain map)."""
+
+    def __init__(self, channels: list[int], width: int = 32, contrast: bool = False):
         super().__init__()
         self.proj = nn.ModuleList(nn.Conv2d(c, width, 1) for c in channels)
         self.fuse = nn.Sequential(nn.Conv2d(width * len(channels), width, 1), nn.GELU(),
                                   nn.Conv2d(width, width, 3, padding=1, groups=width // 4 or 1), nn.GELU(),
                                   nn.Conv2d(width, 1, 1))
+        self.contrast = nn.Parameter(torch.tensor([math.log(math.e - 1), 0.0])) if contrast else None
 
     def forward(self, feats: list[torch.Tensor]) -> torch.Tensor:
         size = feats[0].shape[-2:]
         h = [F.interpolate(p(f), size=size, mode="bilinear", align_corners=False) if i else p(f)
              for i, (p, f) in enumerate(zip(self.proj, feats))]
         return torch.sigmoid(self.fuse(torch.cat(h, 1)))
+
+    def gamma(self, quality) -> torch.Tensor | None:
+        """The map's exponent at ``quality`` (a number or an N x 1 x 1 x 1 tensor); None
+        for a selector without learned contrast."""
+        if self.contrast is None:
+            return None
+        q = torch.as_tensor(quality, dtype=self.contrast.dtype, device=self.contrast.device)
+        return F.softplus(self.contrast[0] + self.contrast[1] * q / 4)
 
 
 class ConvPrompt(nn.Module):

@@ -14,9 +14,11 @@ extractor's stage-1 feature (divided by ``feature_scale``) of random crops and `
 random map of one of the four kinds. ``task`` minimises ``bpp + alpha * task loss`` with
 the codec, the extractor and the task network's backbone frozen; the map is the
 selector's, divided by its mean and scaled as the quality scales it (``steer`` in
-:mod:`.codec`, q uniform in 0..4), so one selector serves every quality and can only move
-bits between places, not add them. ``--no-prompts`` trains selector and head only (the
-ablation without task-adaptive prompts); ``--uniform`` replaces the selector by a
+:mod:`.codec`, q drawn uniformly from ``--qualities``, by default every quality the codec
+accepts), so one selector serves every quality and can only move bits between places, not
+add them; it also learns how sharp its map should be at each quality (``gamma(q)`` of
+:class:`~.model.InformationSelector`; ``--no-contrast`` leaves the map as drawn).
+``--no-prompts`` trains selector and head only (the ablation without task-adaptive prompts); ``--uniform`` replaces the selector by a
 constant map (the ablation without generated compression prompts).
 
 A run folder holds ``train_config.json``, ``last.pt`` (``--resume``) and ``log.csv``.
@@ -68,6 +70,11 @@ def parse_args(argv=None):
     t.add_argument("--alpha", type=float, default=2.0, help="weight of the task loss against bits per pixel")
     t.add_argument("--no-prompts", action="store_true", help="no task-adaptive prompts (selector and head only)")
     t.add_argument("--uniform", action="store_true", help="a constant map instead of the selector")
+    t.add_argument("--no-contrast", action="store_true",
+                   help="no learned per-quality contrast of the map (the selector's map is used as drawn)")
+    t.add_argument("--qualities", default="-4,4", metavar="LO,HI",
+                   help="the range the quality is drawn from, uniformly per sample (default: every quality the "
+                        "codec accepts, -4..4)")
     t.add_argument("--views", action="store_true",
                    help="global tasks: code whole training pictures and train on the task's view of the decoded "
                         "feature map, as decoding does (the default trains on crops of the view)")
@@ -200,7 +207,19 @@ def build_task(a, config, tasknet):
     if got != cfg.C:
         raise SystemExit(f"error: task network {tasknet.config.get('name')} takes {got} channels at 4x; the base "
                          f"codes {cfg.C} ({cfg.backbone}): use a task network on the base's backbone (--tasknet)")
-    return TaskParts(InformationSelector(chans), decoder)
+    return TaskParts(InformationSelector(chans, contrast=not (a.no_contrast or a.uniform)), decoder)
+
+
+def _quality_range(text: str) -> tuple[float, float]:
+    from icmcodec.methods.prompt_icm.codec import TOP_QUALITY
+
+    try:
+        lo, hi = (float(v) for v in str(text).split(","))
+    except ValueError:
+        raise SystemExit(f"error: --qualities takes LO,HI (two numbers), not {text!r}") from None
+    if not -TOP_QUALITY <= lo <= hi <= TOP_QUALITY:
+        raise SystemExit(f"error: --qualities {text}: needs {-TOP_QUALITY:g} <= LO <= HI <= {TOP_QUALITY:g}")
+    return lo, hi
 
 
 def coded_forward(parts, codec, extractor, cfg, spec, x, q, uniform: bool, mean, std, view=None):
@@ -216,7 +235,7 @@ def coded_forward(parts, codec, extractor, cfg, spec, x, q, uniform: bool, mean,
         feats = extractor.upto((xp - mean) / std, cfg.selector_stages)
     m = torch.ones_like(feats[0][:, :1]) if uniform else parts.selector(feats)
     codec.train()
-    out = codec(feats[0] / cfg.feature_scale, steer(relative(m), q))
+    out = codec(feats[0] / cfg.feature_scale, steer(relative(m, None if uniform else parts.selector.gamma(q)), q))
     codec.eval()
     f_hat = out["f_hat"] * cfg.feature_scale
     if spec.kind == "global":  # the picture's own part (the coder cuts the padding off too)
@@ -238,8 +257,10 @@ def train_task(a) -> None:
     if a.resume or a.export:
         saved = json.loads((run / "train_config.json").read_text())["args"]
         for k in ("base", "task", "data", "tasknet", "alpha", "no_prompts", "uniform", "finetune", "views", "batch",
-                  "crop"):
+                  "crop", "no_contrast"):
             setattr(a, k, saved.get(k, False))
+        a.qualities = saved.get("qualities", "0,4")  # runs from before the option trained at 0..4
+    q_lo, q_hi = _quality_range(a.qualities)
     codec, extractor, config, base_hash = load_base(a.base)
     tasknet = load_tasknet(a.task, a.tasknet)
     parts = build_task(a, config, tasknet)
@@ -250,7 +271,9 @@ def train_task(a) -> None:
         parts.load_state_dict(ck["parts"])
         h = write_prompt_set(parts.selector, parts.decoder, Path(a.export), name=a.name or Path(a.export).name,
                              task=a.task, base_hash=base_hash, tasknet_hash=tasknet.hash, default=a.default,
-                             uniform=a.uniform, finetune=a.finetune, train_step=ck["step"], alpha=a.alpha)
+                             uniform=a.uniform, finetune=a.finetune, train_step=ck["step"], alpha=a.alpha,
+                             contrast=parts.selector.contrast is not None and not a.uniform,
+                             trained_qualities=[q_lo, q_hi])
         print(f"wrote {a.export} (hash {h.hex()})")
         return
     spec = task_spec(a.task)
@@ -292,7 +315,7 @@ def train_task(a) -> None:
         lr = a.lr * min(1.0, (step + 1) / 100) * (0.5 * (1 + np.cos(np.pi * step / a.steps)))
         for g in opt.param_groups:
             g["lr"] = lr
-        q = torch.from_numpy(rng.uniform(0, 4, size=(a.batch, 1, 1, 1))).float()
+        q = torch.from_numpy(rng.uniform(q_lo, q_hi, size=(a.batch, 1, 1, 1))).float()
         if view is None:
             x, y = sampler.batch(a.batch)
             logits, bpp, m = coded_forward(parts, codec, extractor, cfg, spec, x, q, a.uniform, mean, std)
@@ -319,7 +342,9 @@ def train_task(a) -> None:
             lo, bp, tl, mm = np.mean(acc, 0)
             log.write(f"{step},{lr:.3g},{lo:.5f},{bp:.5f},{tl:.5f},{mm:.4f},{time.time() - t0:.0f}\n")
             log.flush()
-            print(f"step {step}/{a.steps} loss {lo:.4f} bpp {bp:.4f} task {tl:.4f} map spread {mm:.3f} "
+            g = parts.selector.gamma(torch.tensor([q_lo, q_hi]))
+            contrast = "" if g is None or a.uniform else f" gamma {float(g[0]):.2f}..{float(g[1]):.2f}"
+            print(f"step {step}/{a.steps} loss {lo:.4f} bpp {bp:.4f} task {tl:.4f} map spread {mm:.3f}{contrast} "
                   f"({time.time() - t0:.0f}s)", file=sys.stderr, flush=True)
             acc = []
         if step % a.save_every == 0 or step == a.steps:
