@@ -18,8 +18,9 @@ selector's, divided by its mean and scaled as the quality scales it (``steer`` i
 accepts), so one selector serves every quality and can only move bits between places, not
 add them; it also learns how sharp its map should be at each quality (``gamma(q)`` of
 :class:`~.model.InformationSelector`; ``--no-contrast`` leaves the map as drawn).
-``--no-prompts`` trains selector and head only (the ablation without task-adaptive prompts); ``--uniform`` replaces the selector by a
-constant map (the ablation without generated compression prompts).
+``--no-prompts`` trains selector and head only (the ablation without task-adaptive
+prompts); ``--uniform`` replaces the selector by a constant map (the ablation without
+generated compression prompts).
 
 A run folder holds ``train_config.json``, ``last.pt`` (``--resume``) and ``log.csv``.
 """
