@@ -130,10 +130,12 @@ def validate(model: GainedHyperprior, images: list[np.ndarray]) -> list[dict]:
     return rows
 
 
-def lr_at(step: int, total: int, base: float) -> float:
-    """Short warm-up, flat, then cosine decay over the last 30% to base/20."""
-    if step < 500:
-        return base * (step + 1) / 500
+def lr_at(step: int, total: int, base: float, warmup: int = 500) -> float:
+    """Linear warm-up over ``warmup`` steps, flat, then cosine decay over the last 30% to
+    base/20. A short fine-tune from a trained model wants ``warmup`` 0: a 500-step ramp is
+    most of its run, and its loss drifts up while the rate climbs."""
+    if step < warmup:
+        return base * (step + 1) / warmup
     start = int(total * 0.7)
     if step < start:
         return base
@@ -196,6 +198,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--batch", type=int, default=8)
     p.add_argument("--crop", type=int, default=128, help="crop side, a multiple of 64")
     p.add_argument("--lr", type=float, default=2e-4)
+    p.add_argument("--warmup", type=int, default=500, metavar="STEPS",
+                   help="linear learning-rate warm-up (default 500; 0 for a short fine-tune from a trained model)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=0, help="torch threads (0: leave default)")
     p.add_argument("--val-every", type=int, default=2000)
@@ -389,7 +393,7 @@ def main(argv=None) -> None:
     budget = TimeBudget(args.time_budget, step) if args.time_budget else None
     model.train()
     while step < args.steps:
-        lr = lr_at(step, args.steps, args.lr)
+        lr = lr_at(step, args.steps, args.lr, args.warmup)
         for g in opt.param_groups:
             g["lr"] = lr
         x = sampler.batch_u8(args.batch).to(device, non_blocking=True).float().div_(255.0)

@@ -113,3 +113,13 @@ def test_train_only_the_gains_of_a_new_level(tmp_path):
     start = old[0] + 2 * (old[1] - old[0])  # log-linear extrapolation to 0.25 (two steps of x5)
     assert not torch.allclose(new[2], start, atol=0, rtol=0)
     assert (new[2] - start).abs().max() < 0.1  # a few small Adam steps from the extrapolated start
+
+
+def test_warmup_ramps_linearly_and_zero_starts_at_the_full_rate():
+    from icmcodec.train import lr_at
+
+    assert lr_at(0, 1000, 1e-3, warmup=0) == 1e-3
+    assert lr_at(49, 1000, 1e-3, warmup=100) == 5e-4
+    assert lr_at(100, 1000, 1e-3, warmup=100) == 1e-3  # flat until the decay starts at 70 %
+    assert abs(lr_at(999, 1000, 1e-3, warmup=0) - 1e-3 / 20) < 1e-6  # cosine down to base / 20
+    assert lr_at(400, 1000, 1e-3) < 1e-3  # the default keeps the 500-step ramp

@@ -91,6 +91,9 @@ def parse_args(argv=None):
     return p.parse_args(argv)
 
 
+CONTRAST_LR_SCALE = 30.0
+
+
 def bpp_of(out: dict, pixels: int) -> torch.Tensor:
     bits = -torch.log2(out["y_lik"]).flatten(1).sum(1) - torch.log2(out["z_lik"]).flatten(1).sum(1)
     return bits / pixels
@@ -288,8 +291,14 @@ def train_task(a) -> None:
         mod.eval()
         for p in mod.parameters():
             p.requires_grad_(False)
-    trainable = [p for p in parts.parameters() if p.requires_grad]
-    opt = torch.optim.AdamW(trainable, lr=a.lr, weight_decay=0.01)
+    contrast = [parts.selector.contrast] if parts.selector.contrast is not None else []
+    trainable = [p for p in parts.parameters() if p.requires_grad and not any(p is c for c in contrast)]
+    # the contrast is two scalars that set the map's shape at every quality: at the weights'
+    # step size they could move by ~0.3 in a short run, so they step CONTRAST_LR_SCALE times
+    # faster, and without weight decay (which would pull gamma towards softplus(0))
+    opt = torch.optim.AdamW([{"params": trainable, "scale": 1.0},
+                             {"params": contrast, "scale": CONTRAST_LR_SCALE, "weight_decay": 0.0}],
+                            lr=a.lr, weight_decay=0.01)
     step = 0
     if a.resume:
         ck = torch.load(run / "last.pt", map_location="cpu", weights_only=False)
@@ -315,7 +324,7 @@ def train_task(a) -> None:
     while step < a.steps:
         lr = a.lr * min(1.0, (step + 1) / 100) * (0.5 * (1 + np.cos(np.pi * step / a.steps)))
         for g in opt.param_groups:
-            g["lr"] = lr
+            g["lr"] = lr * g["scale"]
         q = torch.from_numpy(rng.uniform(q_lo, q_hi, size=(a.batch, 1, 1, 1))).float()
         if view is None:
             x, y = sampler.batch(a.batch)
