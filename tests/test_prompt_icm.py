@@ -232,7 +232,7 @@ def test_task_training_runs_resumes_and_exports_a_set_that_codes(models, tmp_pat
                        "--crop", "32", "--steps", "1"])
     train(["task", "--run", str(tmp_path / "views"), "--export", str(models / "trained-cls"), "--name", "trained-cls"])
     config = json.loads((models / "trained-cls" / "config.json").read_text())
-    assert config["contrast"] and config["trained_qualities"] == [-4.0, 4.0]
+    assert not config["contrast"] and config["trained_qualities"] == [-4.0, 4.0] and config["alpha_slope"] == 1.0
     with pytest.raises(SystemExit, match="--qualities"):
         train(args + ["--run", str(tmp_path / "bad"), "--qualities", "0,5", "--steps", "1"])
     codec = pipeline.load_codec(BASE, device="cpu")
