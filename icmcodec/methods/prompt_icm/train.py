@@ -128,8 +128,10 @@ def train_codec(a) -> None:
         cfg = PromptIcmConfig.from_dict({**ck["config"], **moved})
     else:
         cfg = PromptIcmConfig.from_dict({**PromptIcmConfig().to_dict(), **json.loads(a.config)})
-    model = make_feature_codec(cfg)
-    extractor = build_extractor(cfg, None if a.resume else (a.backbone_weights or None))
+    # the GPU when there is one (the codec run this base needs is GPU-sized); the CPU otherwise
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    model = make_feature_codec(cfg).to(device)
+    extractor = build_extractor(cfg, None if a.resume else (a.backbone_weights or None)).to(device)
     opt = torch.optim.Adam([p for n, p in model.named_parameters() if p.requires_grad and not n.endswith("quantiles")],
                            lr=a.lr)
     aux = torch.optim.Adam([p for n, p in model.named_parameters() if n.endswith("quantiles")], lr=1e-3)
@@ -144,7 +146,8 @@ def train_codec(a) -> None:
     for p in extractor.parameters():
         p.requires_grad_(False)
     (run / "train_config.json").write_text(json.dumps({"args": vars(a), "model": cfg.to_dict()}, indent=2))
-    mean, std = _stats(cfg)
+    mean, std = (t.to(device) for t in _stats(cfg))
+    print(f"training the feature codec on {device}", file=sys.stderr, flush=True)
     sampler = CropSampler([(d.partition(":")[0], float(d.partition(":")[2] or 1)) for d in a.data], a.crop,
                           a.seed + step)
     rng = np.random.default_rng(a.seed + step)
@@ -155,10 +158,10 @@ def train_codec(a) -> None:
         lr = a.lr if step < 0.8 * a.steps else a.lr * 0.1
         for g in opt.param_groups:
             g["lr"] = lr
-        x = sampler.batch_u8(a.batch).float().div_(255)
+        x = sampler.batch_u8(a.batch).to(device).float().div_(255)
         with torch.no_grad():
             f = extractor.stem((x - mean) / std) / cfg.feature_scale
-        m = torch.from_numpy(random_maps(a.batch, *f.shape[-2:], rng))
+        m = torch.from_numpy(random_maps(a.batch, *f.shape[-2:], rng)).to(device)
         out = model(f, m)
         bpp = bpp_of(out, x.shape[-1] * x.shape[-2])
         se = (out["f_hat"] - f).pow(2).mean(1, keepdim=True)
