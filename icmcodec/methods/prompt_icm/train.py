@@ -364,7 +364,8 @@ def train_task(a) -> None:
         loss.backward()
         opt.step()
         step += 1
-        acc.append([float(loss.detach()), float(bpp.detach()), float(task_loss.detach()), float(relative(m.detach()).std())])
+        acc.append([float(loss.detach()), float(bpp.detach()), float(task_loss.detach()),
+                    float(relative(m.detach()).std())])
         if step % 25 == 0:
             lo, bp, tl, mm = np.mean(acc, 0)
             log.write(f"{step},{lr:.3g},{lo:.5f},{bp:.5f},{tl:.5f},{mm:.4f},{time.time() - t0:.0f}\n")
