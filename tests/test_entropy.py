@@ -73,3 +73,21 @@ def test_payload_with_extra_words_is_refused(coder):
     data = coder.encode(sym, idx)
     with pytest.raises(CorruptStreamError):
         coder.decode(data + b"\x12\x34\x56\x78" * 3, idx)
+
+
+def test_gaussian_pmf_halves_are_bit_identical_so_remainder_ties_break_by_index():
+    """The two halves of a zero-mean table must be equal to the bit: float noise between
+    them would let the CPU decide which mirror entry gets a remainder count."""
+    from icmcodec.entropy.tables import gaussian_pmf
+
+    for s in (0.11, 0.7, 3.3, 17.9, 250.0):
+        r = int(np.ceil(s * 6.1 + 0.5))
+        pmf = gaussian_pmf(r, s)
+        assert np.array_equal(pmf, pmf[::-1]) and abs(pmf.sum() - 1) < 1e-6
+    t = gaussian_tables(scale_table())
+    for k in range(t.counts.shape[0]):
+        row = t.counts[k, : t.lengths[k] - 1].astype(int)  # the last entry is the escape
+        # mirror entries differ by at most the one remainder count, given to the lower index
+        assert np.all(np.abs(row - row[::-1]) <= 1)
+        half = row.size // 2
+        assert np.all(row[:half] >= row[::-1][:half])

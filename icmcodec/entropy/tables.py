@@ -89,6 +89,20 @@ def stack_tables(rows: list[np.ndarray], offsets: list[int]) -> IntTables:
     return IntTables(counts, np.asarray(offsets), np.asarray([len(r) for r in rows]))
 
 
+def gaussian_pmf(r: int, s: float) -> np.ndarray:
+    """P(round(N(0, s)) = v) for v in -r..r, from the lower tail on both sides.
+
+    Why: the two halves of a zero-mean table are equal in exact arithmetic. Computed as
+    ``ndtr(v + 0.5) - ndtr(v - 0.5)`` for positive v they lose precision (1 - small) and
+    differ from their mirror by float noise, which varies with the CPU; where the
+    remainder counts of :func:`counts_from_pmf` fall inside such a pair, that noise picked
+    which side got the count (a fresh export differed by one count between machines).
+    From ``-|v|`` the halves are bit-identical, so the stable sort decides, on every CPU.
+    """
+    a = -np.abs(np.arange(-r, r + 1, dtype=np.float64))
+    return ndtr((a + 0.5) / s) - ndtr((a - 0.5) / s)
+
+
 def gaussian_tables(scales: np.ndarray, tail: float = 1e-9, max_half: int = 4096) -> IntTables:
     """Zero-mean discretized Gaussians, one table per scale.
 
@@ -98,8 +112,7 @@ def gaussian_tables(scales: np.ndarray, tail: float = 1e-9, max_half: int = 4096
     rows, offsets = [], []
     for s in np.asarray(scales, dtype=np.float64):
         r = int(np.clip(np.ceil(s * 6.1 + 0.5), 1, max_half))
-        v = np.arange(-r, r + 1, dtype=np.float64)
-        pmf = ndtr((v + 0.5) / s) - ndtr((v - 0.5) / s)
+        pmf = gaussian_pmf(r, s)
         esc = max(2 * ndtr(-(r + 0.5) / s), tail)
         rows.append(counts_from_pmf(pmf, esc))
         offsets.append(-r)
