@@ -67,9 +67,10 @@ def test_stored_file_decodes_to_the_stored_picture_within_rounding(name):
 
 
 def test_stored_tiny_model_is_the_tiny_model_byte_for_byte():
-    """A fresh export of the tiny model is the stored file, on every CPU: the only floats
-    export rounds into integers are the factorized prior's tables, and the margin test
-    below shows that float64 noise cannot move any of their counts."""
+    """A fresh export of the tiny model is the stored file, on every CPU: export rounds
+    floats into integers only in the entropy tables; the Gaussian ones have bit-identical
+    halves (test_entropy), and the margin test below shows that float64 noise cannot move
+    any count of the factorized prior's."""
     from icmcodec.zoo.tiny import tiny_model_bytes
 
     assert tiny_model_bytes(0)[1] == (GOLDEN_DIR / "tiny" / "model.safetensors").read_bytes()
