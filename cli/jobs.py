@@ -5,7 +5,9 @@
   each job's relative path (the same split on every machine and in any listing order).
 * :class:`Outputs` checks every output path of a job before any is written and writes
   them atomically; :class:`Manifest` appends one JSON line per finished job.
-* :func:`run_batch` runs the jobs, goes on past failures and reports at the end.
+* :func:`run_batch` runs the jobs, goes on past failures and reports at the end (how
+  many were skipped as already there, or as claimed by a concurrent worker:
+  :mod:`cli.claims`).
 """
 from __future__ import annotations
 
@@ -30,6 +32,10 @@ class Skipped(str):
     """What ``work(job)`` returns for an output that is already there (``--skip-existing``)."""
 
 
+class Claimed(Skipped):
+    """What ``work(job)`` returns for an output another worker has claimed (:mod:`cli.claims`)."""
+
+
 @dataclass
 class Job:
     src: str  # path, or "-" for stdin bytes
@@ -46,7 +52,11 @@ def collect(inputs: tuple[str, ...], suffixes: tuple[str, ...], stdin_is_list: b
     """Expand files, folders (recursively, keeping relative paths) and '-'.
 
     A link inside a folder that cannot be followed (a loop, or a target that is gone)
-    becomes a job of its own that fails with the reason, so the batch reports it."""
+    becomes a job of its own that fails with the reason, so the batch reports it; so
+    does a path (given, listed on stdin or found in a folder) that is not a regular
+    file: a named pipe or a device would block the whole batch on its first read."""
+    from icmcodec.imageio import not_regular
+
     jobs: list[Job] = []
     for item in inputs:
         if item == "-":
@@ -54,7 +64,7 @@ def collect(inputs: tuple[str, ...], suffixes: tuple[str, ...], stdin_is_list: b
                 for line in sys.stdin:
                     line = line.rstrip("\r\n")
                     if line:
-                        jobs.append(Job(line, Path(Path(line).name)))
+                        jobs.append(Job(line, Path(Path(line).name), not_regular(line)))
             else:
                 jobs.append(Job("-", Path("stdin")))
             continue
@@ -62,13 +72,17 @@ def collect(inputs: tuple[str, ...], suffixes: tuple[str, ...], stdin_is_list: b
         if p.is_dir():
             jobs.extend(walk(p, suffixes))
         else:
-            jobs.append(Job(item, Path(p.name)))
+            jobs.append(Job(item, Path(p.name), not_regular(item)))
     return jobs
 
 
 def walk(root: Path, suffixes: tuple[str, ...]) -> list[Job]:
     """Files under ``root`` with one of ``suffixes``, sorted, following links to folders
-    once (a folder reached again through a link is a loop and is reported)."""
+    once (a folder reached again through a link is a loop and is reported). Entries with
+    a matching suffix that are not regular files (pipes, sockets, devices) are reported
+    too, never opened; claim files (``*.claim``) never match."""
+    from icmcodec.imageio import not_regular
+
     found: list[Job] = []
     seen: set[tuple[int, int]] = set()  # the folders being read, root to here
 
@@ -101,8 +115,8 @@ def walk(root: Path, suffixes: tuple[str, ...]) -> list[Job]:
                 continue
             if is_dir:
                 visit(path, sub)
-            elif is_file and path.suffix.lower() in suffixes:
-                found.append(Job(str(path), sub))
+            elif path.suffix.lower() in suffixes:
+                found.append(Job(str(path), sub, None if is_file else not_regular(path) or "not a regular file"))
 
     visit(root, Path())
     return found
@@ -186,7 +200,7 @@ def run_batch(jobs: list[Job], label: str, work) -> int:
         fail("no inputs found")
     failed: list[tuple[str, str, bool]] = []
     notes: list[str] = []
-    skipped = 0
+    skipped = claimed = 0
     progress = Progress(len(jobs), label)
     t0 = time.time()
     for job in jobs:
@@ -194,7 +208,8 @@ def run_batch(jobs: list[Job], label: str, work) -> int:
             if job.error:
                 raise InputError(job.error)
             note = work(job)
-            skipped += isinstance(note, Skipped)
+            claimed += isinstance(note, Claimed)
+            skipped += isinstance(note, Skipped) and not isinstance(note, Claimed)
             notes.append(note)
         except InputError as e:
             failed.append((job.src, str(e), True))
@@ -213,7 +228,8 @@ def run_batch(jobs: list[Job], label: str, work) -> int:
     for src, msg, _ in failed:
         click.echo(f"icm: error: {src}: {msg}", err=True)
     if len(jobs) > 1:
-        extra = f" ({skipped} already there, skipped)" if skipped else ""
+        why = [f"{skipped} already there"] * bool(skipped) + [f"{claimed} claimed by another worker"] * bool(claimed)
+        extra = f" ({', '.join(why)}, skipped)" if why else ""
         click.echo(f"{label}: {len(jobs) - len(failed)} ok{extra}, {len(failed)} failed, {time.time() - t0:.1f} s",
                    err=True)
     if not failed:
@@ -259,6 +275,10 @@ class Manifest:
     def __init__(self, path: str | None):
         self.path = path
         if path is not None:
+            from icmcodec.imageio import not_regular
+
+            if (why := not_regular(path)) is not None:  # opening a pipe to write waits for a reader
+                fail(f"--manifest {path}: {why.split(';')[0]}")
             try:
                 os.close(os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o666))
             except OSError as e:
@@ -337,7 +357,8 @@ class Chunked:
     """Pictures read and processed ``size`` at a time: ``fn(pictures)`` is one network
     call for a chunk (an analysis, a prediction). ``get(job)`` gives the job's
     ``(picture, result)`` or raises the ``InputError`` of a picture that would not load.
-    ``wanted(i)`` leaves jobs out of chunks (ones that will be skipped)."""
+    ``wanted(i)`` leaves jobs out of chunks (ones that will be skipped); it is asked
+    only for the jobs of the chunk being loaded (it may claim them: :mod:`cli.claims`)."""
 
     def __init__(self, jobs: list[Job], fn, size: int, wanted=lambda i: True):
         self.jobs, self.fn, self.size, self.wanted = jobs, fn, size, wanted
@@ -347,9 +368,14 @@ class Chunked:
     def _load(self, start: int) -> None:
         from icmcodec.imageio import ImageInputError, load_rgb
 
-        todo = [i for i in range(start, len(self.jobs)) if not self.jobs[i].error and self.wanted(i)]
+        todo = []  # the next `size` wanted jobs; `wanted` is asked lazily, as it may claim the job
+        for i in range(start, len(self.jobs)):
+            if len(todo) == self.size:
+                break
+            if i not in self.ready and not self.jobs[i].error and self.wanted(i):
+                todo.append(i)
         pics = {}
-        for i in todo[: self.size] or [start]:
+        for i in todo or [start]:
             try:
                 pics[i] = load_rgb(self.jobs[i].src)
             except ImageInputError as e:

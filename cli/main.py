@@ -2,7 +2,8 @@
 ``icm --help`` and ``icm info`` start instantly.
 
 Exit status: 0 everything succeeded; 1 some inputs of a batch failed (the others were
-written); 2 a usage error, or the one input given is damaged or unreadable.
+written); 2 a usage error, or the one input given is damaged or unreadable. Every error
+is one line on stderr (click's usage errors too: :mod:`cli.errors`).
 """
 from __future__ import annotations
 
@@ -16,13 +17,15 @@ import click
 import bitstream
 from icmcodec.registry import TASK_NAMES
 
+from cli.claims import Claims
+from cli.errors import IcmGroup
 from cli.jobs import (
-    Chunked, InputError, Job, Manifest, Outputs, Skipped, check_out, collect, fail as _fail, image_jobs,
+    Chunked, Claimed, InputError, Job, Manifest, Outputs, Skipped, check_out, collect, fail as _fail, image_jobs,
     output_files, output_path, quiet_torch_warnings, run_batch, select_shard,
 )
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.group(cls=IcmGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="icm", prog_name="icm")
 def main() -> None:
     """icm: an image codec for machines.
@@ -46,7 +49,8 @@ def batch_options(f):
                           "task, hashes, seconds); one manifest per process")(f)
     f = click.option("--skip-existing", is_flag=True,
                      help="leave inputs whose outputs are all there alone (outputs appear only when complete, so "
-                          "a killed or repeated job resumes where it stopped)")(f)
+                          "a killed or repeated job resumes where it stopped); concurrent workers on the same "
+                          "outputs split the inputs through OUTPUT.claim files and skip each other's")(f)
     f = click.option("--shard", metavar="K/N",
                      help="code only the K-th of N disjoint parts of the inputs, chosen by a stable hash of each "
                           "input's relative path (the same on every machine, in any order)")(f)
@@ -70,9 +74,12 @@ DEVICE = click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), de
 @click.option("--task-model", default=None,
               help="task network name or folder the decoder will run (machine tasks; default: the task's own)")
 @click.option("--bpp", type=float, default=None,
-              help="rate control: the highest quality whose whole file is at most B bits per pixel")
+              help="rate control: the highest quality whose whole file is at most B bits per pixel; a budget "
+                   "below the smallest file (92 bytes) is refused before any coding, one at or above the "
+                   "largest the format allows (2^31 bytes) means no limit: the top quality")
 @click.option("--max-bytes", type=int, default=None,
-              help="rate control: the highest quality whose whole file fits in N bytes")
+              help="rate control: the highest quality whose whole file fits in N bytes (an integer, at least "
+                   "92; 2^31 or more means no limit: the top quality)")
 @click.option("--batch", type=click.IntRange(1, 256), default=None,
               help="pictures analysed per network call, same-size ones together (default: 8 on a GPU, 1 on "
                    "the CPU, where batching gains nothing and would tie a file's bytes to its batch)")
@@ -106,10 +113,15 @@ def encode(inputs, out, out_dir, task, quality, model, method, task_model, bpp, 
         _fail("--task-model is for machine tasks, not recon")
     if quality is not None and (bpp is not None or max_bytes is not None):
         _fail("give --quality or a rate (--bpp, --max-bytes), not both")
+    from icmcodec import pipeline
+
+    try:
+        pipeline.check_rate(bpp, max_bytes)  # before any input is read or model loaded
+    except pipeline.UsageError as e:
+        _fail(str(e))
     jobs = select_shard(image_jobs(inputs, out, out_dir), shard)
     outputs = Outputs(jobs)
     log = Manifest(manifest)
-    from icmcodec import pipeline
 
     try:
         # an explicit --model decides the method unless --method names another one
@@ -118,8 +130,6 @@ def encode(inputs, out, out_dir, task, quality, model, method, task_model, bpp, 
             _fail(f"method {codec.method} does not code task {task}")
         if bpp is None and max_bytes is None:
             pipeline.check_quality(codec, quality)
-        else:
-            pipeline.rate_limit(1, bpp, max_bytes)  # checks the values
         if task != "recon" and METHODS[codec.method].artifact:
             # the artifact (a prompt set) names its task network; --task-model picks the set made for one
             tasknet = pipeline.load_tasknet(task, task_model, device=device) if task_model else None
@@ -132,24 +142,36 @@ def encode(inputs, out, out_dir, task, quality, model, method, task_model, bpp, 
 
     if batch is None:
         batch = 8 if codec.device.type == "cuda" else 1
+    claims = Claims(skip_existing)  # cooperating workers: see cli/claims.py
+
     def skip(job: Job) -> Path | None:
         dst = output_path(job, out, out_dir, ".icm")
         return dst if skip_existing and dst is not None and dst.is_file() else None
 
-    chunks = Chunked(jobs, codec.analyse_batch, batch, lambda i: not skip(jobs[i]))
+    def wanted(i: int) -> bool:  # claimed before its picture is read (and re-checked once claimed)
+        return not skip(jobs[i]) and claims.take(output_path(jobs[i], out, out_dir, ".icm")) and not skip(jobs[i])
+
+    chunks = Chunked(jobs, codec.analyse_batch, batch, wanted)
 
     def work(job: Job) -> str:
         t0 = time.time()
         dst = output_path(job, out, out_dir, ".icm")
-        if skip(job):
-            return Skipped(f"{job.src} -> {dst}: already there")
-        rgb, an = chunks.get(job)
         try:
-            data = pipeline.encode_image(rgb, task=task, quality=quality, codec=codec, tasknet=tasknet, bpp=bpp,
-                                         max_bytes=max_bytes, analysis=an)
-        except pipeline.UsageError as e:
-            raise InputError(str(e)) from None
-        outputs.write(job, [(dst, data)])
+            if skip(job):
+                return Skipped(f"{job.src} -> {dst}: already there")
+            if not claims.take(dst):
+                return Claimed(f"{job.src} -> {dst}: claimed by another worker, skipped")
+            if skip(job):  # finished by another worker between the look and the claim
+                return Skipped(f"{job.src} -> {dst}: already there")
+            rgb, an = chunks.get(job)
+            try:
+                data = pipeline.encode_image(rgb, task=task, quality=quality, codec=codec, tasknet=tasknet, bpp=bpp,
+                                             max_bytes=max_bytes, analysis=an)
+            except pipeline.UsageError as e:
+                raise InputError(str(e)) from None
+            outputs.write(job, [(dst, data)])
+        finally:
+            claims.release(dst)  # done, failed or skipped: the claim goes
         hd = bitstream.unpack(data).header
         h, w = rgb.shape[:2]
         log.add({"input": job.src, "output": str(dst) if dst else "-", "bytes": len(data),
@@ -163,6 +185,8 @@ def encode(inputs, out, out_dir, task, quality, model, method, task_model, bpp, 
         sys.exit(run_batch(jobs, "encode", work))
     except pipeline.UsageError as e:
         _fail(str(e))
+    finally:
+        claims.release_all()
 
 
 @main.command()
@@ -205,26 +229,40 @@ def decode(inputs, out, out_dir, task, shard, skip_existing, manifest, device):
     from icmcodec import pipeline
     from icmcodec.entropy import CorruptStreamError
 
+    claims = Claims(skip_existing)  # cooperating workers: see cli/claims.py
+
     def work(job: Job) -> str:
         try:
             data = sys.stdin.buffer.read() if job.src == "-" else Path(job.src).read_bytes()
         except OSError as e:
             raise InputError(f"cannot read ({e.strerror})") from None
+        claimed = None  # the main output this process claimed (--skip-existing)
         try:
             t_load = time.time()
             hd = bitstream.unpack(data).header
             if skip_existing:
                 want = pipeline.output_suffixes(task or hd.task.name.lower())
                 planned = output_files(job, out, out_dir, dict.fromkeys(want, b""), task or hd.task.name.lower())
-                if all(p is not None and p.is_file() for p, _ in planned):
+
+                def there() -> bool:
+                    return all(p is not None and p.is_file() for p, _ in planned)
+
+                if there():
+                    return Skipped(f"{job.src}: outputs already there")
+                if not claims.take(planned[0][0]):
+                    return Claimed(f"{job.src}: claimed by another worker, skipped")
+                claimed = planned[0][0]
+                if there():  # finished by another worker between the look and the claim
                     return Skipped(f"{job.src}: outputs already there")
             codec = pipeline.codec_for(hd, device)  # cached after the first
             t0 = time.time()
             res = pipeline.decode_bytes(data, task=task, codec=codec)
+            placed = output_files(job, out, out_dir, res.files(), res.task)
+            outputs.write(job, placed)
         except (bitstream.BitstreamError, CorruptStreamError, pipeline.UsageError) as e:
             raise InputError(str(e)) from None
-        placed = output_files(job, out, out_dir, res.files(), res.task)
-        outputs.write(job, placed)
+        finally:
+            claims.release(claimed)  # done, failed or skipped: the claim goes
         log.add({"input": job.src, "outputs": [str(p) if p else "-" for p, _ in placed], "task": res.task,
                  "bpp": res.bpp, "quality": hd.quality, "method": hd.method.name.lower(),
                  "model_hash": hd.model_hash.hex(), "adapter_hash": hd.adapter_hash.hex(),
@@ -232,7 +270,10 @@ def decode(inputs, out, out_dir, task, shard, skip_existing, manifest, device):
         return (f"{job.src} -> {placed[0][0] or 'stdout'}: {res.task}, {res.bpp:.4f} bpp, {time.time() - t0:.2f} s "
                 f"(model load {t0 - t_load:.2f} s)")
 
-    sys.exit(run_batch(jobs, "decode", work))
+    try:
+        sys.exit(run_batch(jobs, "decode", work))
+    finally:
+        claims.release_all()
 
 
 # from the bitstream's task tags (torch-free, so `icm --help` stays instant)
@@ -282,6 +323,10 @@ def analyze(inputs, task, out, out_dir, model, batch, device):
 @click.option("--json", "as_json", is_flag=True, help="print one JSON object")
 def info(path, as_json):
     """Print the header of an .icm file (no model is loaded)."""
+    from icmcodec.imageio import not_regular
+
+    if path != "-" and (why := not_regular(path)) is not None:
+        _fail(f"{path}: {why}")  # never opened: a pipe or a device could block forever
     try:
         data = sys.stdin.buffer.read() if path == "-" else Path(path).read_bytes()
     except OSError as e:

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import io
 import os
+import stat
 import warnings
 import tempfile
 from pathlib import Path
@@ -47,12 +48,34 @@ def check_size(w: int, h: int) -> None:
         raise ImageInputError(f"image is {w}x{h}, over the limit of {MAX_PIXELS} pixels")
 
 
+_KINDS = ((stat.S_ISFIFO, "a named pipe"), (stat.S_ISSOCK, "a socket"), (stat.S_ISCHR, "a character device"),
+          (stat.S_ISBLK, "a block device"))
+
+
+def not_regular(path: str | Path) -> str | None:
+    """Why ``path`` is no file icm reads, or None for a regular file (or a folder, or a
+    path that is not there: opening it says so). Checked with ``os.stat`` before any
+    open, because opening a named pipe with no writer, or reading a device, can wait
+    forever; ``-`` (stdin) is the one way to stream into icm."""
+    try:
+        mode = os.stat(path).st_mode
+    except (OSError, ValueError):
+        return None
+    if stat.S_ISREG(mode) or stat.S_ISDIR(mode):
+        return None
+    kind = next((name for test, name in _KINDS if test(mode)), "an unknown kind of file")
+    return f"not a regular file ({kind}); icm streams only from '-' (stdin)"
+
+
 def open_image(src: str | Path | bytes) -> Image.Image:
     """Open and validate an image lazily: size limits checked before pixel decoding.
 
     Pillow's own decompression-bomb guard (a warning above 89 M pixels, an exception
     above twice that) is replaced by icm's limits, checked from the header: one rule,
-    one message, and no warning printed to stderr."""
+    one message, and no warning printed to stderr. A path that is not a regular file
+    (a pipe, a device) is refused before it is opened."""
+    if isinstance(src, (str, Path)) and (why := not_regular(src)) is not None:
+        raise ImageInputError(why)
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)

@@ -18,6 +18,7 @@ features (Prompt-ICM), the artifact's own decoder finishes the task on them.
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from functools import lru_cache
 
@@ -208,18 +209,44 @@ def encode_image(rgb: np.ndarray, *, task: str = "recon", quality: float | None 
     return pack(codec.code(analysis or codec.analyse(rgb), q), q)
 
 
-def rate_limit(pixels: int, bpp: float | None, max_bytes: int | None) -> int:
-    """The byte budget of a picture from ``--bpp`` or ``--max-bytes`` (the smaller of both)."""
-    limits = []
+# The budgets a rate can mean. The smallest file the format allows is its fixed header
+# and CRC (no chunk at all): a smaller budget can never be met, so it is refused before
+# any coding (and fit_rate never takes the logarithm of 0). A budget at or above the
+# largest file the format allows cannot be exceeded: it means no limit, i.e. the
+# model's top quality, for --bpp and --max-bytes alike.
+MIN_FILE_BYTES = bitstream.FIXED_SIZE + 4
+MAX_FILE_BYTES = bitstream.MAX_FILE_SIZE
+
+
+def check_rate(bpp: float | None, max_bytes: int | None) -> None:
+    """The values of ``--bpp`` / ``--max-bytes`` on their own, before any picture is read:
+    ``bpp`` positive and enough for at least the largest picture icm takes,
+    ``max_bytes`` at least the smallest file."""
     if bpp is not None:
-        if not np.isfinite(bpp) or bpp <= 0:
+        if math.isnan(bpp) or bpp <= 0:  # inf (and 1e308) mean no limit, like any budget over 2^31 bytes
             raise UsageError(f"--bpp must be a positive number, not {bpp:g}")
-        limits.append(int(bpp * pixels / 8))
+        if bpp * bitstream.MAX_PIXELS / 8 < MIN_FILE_BYTES:
+            raise UsageError(f"--bpp {bpp:g} is below the smallest file ({MIN_FILE_BYTES} bytes) even for the "
+                             f"largest picture ({bitstream.MAX_PIXELS} pixels)")
+    if max_bytes is not None and max_bytes < MIN_FILE_BYTES:
+        raise UsageError(f"--max-bytes {max_bytes} is below the smallest .icm file ({MIN_FILE_BYTES} bytes)")
+
+
+def rate_limit(pixels: int, bpp: float | None, max_bytes: int | None) -> int:
+    """The byte budget of a picture from ``--bpp`` or ``--max-bytes`` (the smaller of both),
+    at most the largest file the format allows. A budget below the smallest file is a
+    ``UsageError`` here, before any coding."""
+    check_rate(bpp, max_bytes)
+    limits = [MAX_FILE_BYTES]
+    if bpp is not None:
+        limits.append(int(min(bpp * pixels / 8, MAX_FILE_BYTES)))  # a float: 1e308 * pixels is inf
     if max_bytes is not None:
-        if max_bytes <= 0:
-            raise UsageError(f"--max-bytes must be positive, not {max_bytes}")
         limits.append(int(max_bytes))
-    return min(limits)
+    limit = min(limits)
+    if limit < MIN_FILE_BYTES:  # only a --bpp can get here: check_rate saw --max-bytes
+        raise UsageError(f"--bpp {bpp:g} gives this picture ({pixels} pixels) {limit} bytes, below the smallest "
+                         f".icm file ({MIN_FILE_BYTES} bytes); nothing was coded")
+    return limit
 
 
 def fit_rate(codec, analysis, limit: int, pack) -> bytes:
@@ -230,7 +257,10 @@ def fit_rate(codec, analysis, limit: int, pack) -> bytes:
     bracketed and the bracket narrowed by secant steps on log(size), which is nearly
     linear in the quality, with a bisection step whenever a secant step would not
     halve the bracket. Sizes grow with the quality; where they do not by a few bytes,
-    the answer is still a file within the limit."""
+    the answer is still a file within the limit. ``limit`` comes from :func:`rate_limit`
+    (at least the smallest file), so every logarithm here is of a positive size."""
+    if limit < MIN_FILE_BYTES:
+        raise UsageError(f"a budget of {limit} bytes is below the smallest .icm file ({MIN_FILE_BYTES} bytes)")
     lo_q, hi_q = codec.quality_range
     lo, hi = int(np.ceil(lo_q * 256)), int(np.floor(hi_q * 256))
     tried: dict[int, bytes] = {}
@@ -243,20 +273,20 @@ def fit_rate(codec, analysis, limit: int, pack) -> bytes:
     # first guess: the default quality; then step the bracket open with a typical slope
     g = int(round(codec.default_quality * 256))
     g = min(max(g, lo), hi)
-    slope = np.log(2) / 256  # a doubling of the size per quality unit, corrected by the first steps
+    slope = math.log(2) / 256  # a doubling of the size per quality unit, corrected by the first steps
     if size(g) <= limit:
         good, bad = g, None
     else:
         good, bad = None, g
     while good is None or bad is None:
         ref = good if good is not None else bad
-        step = int(np.clip((np.log(limit) - np.log(size(ref))) / slope, -hi + lo, hi - lo))
+        step = int(np.clip((math.log(limit) - math.log(size(ref))) / slope, -hi + lo, hi - lo))
         step = step if step else (1 if good is not None else -1)
         nxt = min(max(ref + step, lo), hi)
         if nxt == ref:  # at the end of the range
             break
         s = size(nxt)
-        slope = max(abs(np.log(s) - np.log(size(ref))) / abs(nxt - ref), 1e-4)
+        slope = max(abs(math.log(s) - math.log(size(ref))) / abs(nxt - ref), 1e-4)
         if s <= limit:
             good = nxt if good is None or nxt > good else good
         else:
@@ -266,8 +296,8 @@ def fit_rate(codec, analysis, limit: int, pack) -> bytes:
     if bad is None:
         return tried[good]  # the highest quality fits
     while bad - good > 1:
-        a, b = np.log(size(good)), np.log(size(bad))
-        t = (np.log(limit) - a) / (b - a) if b > a else 0.5
+        a, b = math.log(size(good)), math.log(size(bad))
+        t = (math.log(limit) - a) / (b - a) if b > a else 0.5
         g = good + int(round(t * (bad - good)))
         g = min(max(g, good + 1), bad - 1)
         if min(g - good, bad - g) < (bad - good) // 4:  # a lopsided secant step: bisect instead

@@ -3,6 +3,7 @@ unwritable outputs, link loops. Every one ends in a clean rejection (one line, e
 for a single input, 1 for a batch) or a bounded, correct decode; never a traceback."""
 import os
 import struct
+import subprocess
 import sys
 from pathlib import Path
 
@@ -252,3 +253,268 @@ def test_10_link_loops_and_dangling_links_are_reported(env):
     assert r.exit_code == 1, r.output
     assert "1 ok, 3 failed" in r.output and "symlink loop" in r.output and "cannot follow the link" in r.output
     assert (env / "out" / "x.icm").exists()
+
+
+# ---- issue 24, items 1-4: budgets, click errors, pipes, concurrent workers ---------------
+# 1. absurd budgets: one below the smallest file is refused before any coding, one above
+#    the largest file the format allows (2^31 bytes) means no limit, i.e. the top quality
+@pytest.mark.parametrize("rate", [["--bpp", "1e308"], ["--bpp", "inf"], ["--max-bytes", "99999999999999999999"],
+                                  ["--max-bytes", str(2**31)]])
+def test_24_1_budgets_over_any_file_mean_the_top_quality(env, rate):
+    picture(env / "a.png")
+    assert icm("encode", "a.png", "--model", "test-tiny-0", "--quality", "2", "-o", "top.icm").exit_code == 0
+    r = icm("encode", "a.png", "--model", "test-tiny-0", *rate, "-o", "a.icm")
+    assert r.exit_code == 0, r.output
+    assert (env / "a.icm").read_bytes() == (env / "top.icm").read_bytes()
+
+
+@pytest.mark.parametrize("rate", [["--bpp", "nan"], ["--bpp", "-1"], ["--bpp", "0"], ["--max-bytes", "0"],
+                                  ["--max-bytes", "-5"], ["--max-bytes", "91"], ["--bpp", "1e-300"]])
+def test_24_1_meaningless_budgets_are_usage_errors(env, rate):
+    picture(env / "a.png")
+    r = icm("encode", "a.png", "--model", "test-tiny-0", *rate)
+    one_line_error(r)
+    assert not (env / "a.icm").exists()
+
+
+@pytest.mark.parametrize("rate", [["--bpp", "1e-300"], ["--bpp", "0.0001"], ["--bpp", "0.5"], ["--max-bytes", "60"]])
+def test_24_2_a_budget_below_the_smallest_file_fails_before_any_coding(env, monkeypatch, rate):
+    import warnings
+
+    picture(env / "a.png")  # 40x30: 0.5 bpp is 75 bytes, below the smallest file (92)
+
+    def never(*a, **k):
+        raise AssertionError("coded although the budget cannot be met")
+
+    monkeypatch.setattr(pipeline, "fit_rate", never)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # a numpy RuntimeWarning would end the run here
+        r = icm("encode", "a.png", "--model", "test-tiny-0", *rate)
+    one_line_error(r)
+    assert "smallest" in r.output and not (env / "a.icm").exists()
+
+
+def test_24_2_no_numpy_warning_from_rate_control(codec):
+    import warnings
+
+    rgb = reference_picture(30, 40)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        for bpp in (1e-300, 1e-4, 0.5):
+            with pytest.raises(pipeline.UsageError, match="smallest"):
+                pipeline.encode_image(rgb, bpp=bpp, codec=codec)
+        with pytest.raises(pipeline.UsageError, match="even the lowest quality"):
+            pipeline.encode_image(rgb, max_bytes=93, codec=codec)
+        assert pipeline.rate_limit(30 * 40, 1e308, None) == bitstream.MAX_FILE_SIZE
+
+
+# 2. every error of the command line is one line, exit 2, whatever click found wrong
+@pytest.mark.parametrize("args", [
+    ["encode", "a.png", "--max-bytes", "1e9"], ["encode", "a.png", "--max-bytes", "abc"],
+    ["encode", "a.png", "--quality", "0x10"], ["encode", "a.png", "--bogus"], ["encode"],
+    ["encode", "a.png", "--device", "tpu"], ["encode", "a.png", "--batch", "0"], ["decode"],
+    ["decode", "x.icm", "--shard"], ["decode", "x.icm", "--device"], ["info"], ["info", "a", "b"],
+    ["info", "--jsn", "a"], ["models", "--nope"], ["analyze", "a.png"], ["analyze", "a.png", "--task", "nope"],
+    ["nosuchcommand"], ["--nope"],
+])
+def test_24_2_click_usage_errors_are_one_line(env, args):
+    r = icm(*args)
+    assert r.exit_code == 2, r.output
+    assert len(r.output.splitlines()) == 1 and r.output.startswith("icm: error: "), r.output
+    assert "Usage:" not in r.output and "Traceback" not in r.output
+
+
+def test_24_2_help_is_still_clicks_help(env):
+    for args in (["--help"], ["encode", "--help"], ["decode", "-h"], ["info", "--help"]):
+        r = icm(*args)
+        assert r.exit_code == 0 and r.output.startswith("Usage: ") and "Options:" in r.output
+    assert "means no limit" in icm("encode", "--help").output
+
+
+def test_24_2_one_line_in_a_real_process(env):
+    p = subprocess.run([sys.executable, "-m", "cli.main", "encode", "a.png", "--max-bytes", "1e9"],
+                       capture_output=True, text=True, timeout=120)
+    assert p.returncode == 2 and p.stdout == ""
+    assert p.stderr.splitlines() == ["icm: error: invalid value for '--max-bytes': '1e9' is not a valid integer "
+                                     "(see 'icm encode --help')"]
+
+
+# 3. pipes and devices are refused before they are opened (each command in a process
+#    of its own with a timeout: a regression must fail, not hang the suite)
+def run_icm(*args, input=None, timeout=90):
+    return subprocess.run([sys.executable, "-m", "cli.main", *map(str, args)], input=input, capture_output=True,
+                          text=True, timeout=timeout)
+
+
+def assert_refused(p, code, n_errors=1):
+    errors = [ln for ln in p.stderr.splitlines() if ln.startswith("icm: error:")]
+    assert p.returncode == code, p.stderr
+    assert len(errors) == n_errors and all("not a regular file" in e for e in errors), p.stderr
+    assert "Traceback" not in p.stderr
+
+
+def test_24_3_named_pipes_never_block(env):
+    os.mkfifo(env / "p.png")
+    os.mkfifo(env / "p.icm")
+    picture(env / "a.png")
+    assert_refused(run_icm("encode", "p.png", "--model", "test-tiny-0"), 2)
+    assert len(run_icm("encode", "p.png", "--model", "test-tiny-0").stderr.splitlines()) == 1
+    assert_refused(run_icm("info", "p.icm"), 2)
+    assert_refused(run_icm("decode", "p.icm"), 2)
+    # a stdin list: the pipe fails, the batch goes on
+    p = run_icm("encode", "-", "--out-dir", "o", "--model", "test-tiny-0", input="p.png\na.png\n")
+    assert_refused(p, 1)
+    assert "1 ok, 1 failed" in p.stderr and (env / "o" / "a.icm").exists()
+    # folder scans list pipes with a matching suffix as failures (as dangling links)
+    (env / "d").mkdir()
+    picture(env / "d" / "b.png")
+    os.mkfifo(env / "d" / "q.png")
+    os.mkfifo(env / "d" / "other.txt")  # no matching suffix: not an input at all
+    p = run_icm("encode", "d", "--out-dir", "od", "--model", "test-tiny-0")
+    assert_refused(p, 1)
+    assert "d/q.png" in p.stderr and "1 ok, 1 failed" in p.stderr
+    os.mkfifo(env / "od" / "z.icm")
+    p = run_icm("decode", "od", "--out-dir", "dec")
+    assert_refused(p, 1)
+    assert (env / "dec" / "b.png").exists()
+
+
+def test_24_3_devices_and_manifests_on_pipes(env):
+    if not os.path.exists("/dev/null"):
+        pytest.skip("no /dev/null")
+    r = icm("info", "/dev/null")
+    one_line_error(r)
+    assert "character device" in r.output
+    picture(env / "a.png")
+    os.mkfifo(env / "m.jsonl")
+    r = icm("encode", "a.png", "--model", "test-tiny-0", "--manifest", "m.jsonl")
+    one_line_error(r)
+    assert "not a regular file" in r.output and not (env / "a.icm").exists()
+
+
+# 4. concurrent --skip-existing workers split the work through claim files
+def live_claim(path: Path, pid: int, host=None, started=None):
+    import json
+    import socket
+    import time
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps({"pid": pid, "host": host or socket.gethostname(),
+                                "started": time.time() if started is None else started}))
+
+
+def dead_pid() -> int:
+    p = subprocess.Popen([sys.executable, "-c", "pass"])
+    p.wait()
+    return p.pid
+
+
+def test_24_4_stale_claims_are_taken_over_and_fresh_ones_respected(tmp_path):
+    import time
+
+    from cli import claims as cl
+
+    out = tmp_path / "x.icm"
+    c = tmp_path / "x.icm.claim"
+    live_claim(c, os.getppid())  # alive, this host
+    assert not cl.Claims(True).take(out) and c.exists()
+    live_claim(c, dead_pid())  # dead, this host: stale
+    mine = cl.Claims(True)
+    assert mine.take(out) and '"pid": %d' % os.getpid() in c.read_text()
+    assert not cl.Claims(True).take(out)  # now ours, and we are alive
+    mine.release(out)
+    assert not c.exists()
+    live_claim(c, 1, host="another-host")  # can't check its pid: fresh by age
+    assert not cl.Claims(True).take(out)
+    live_claim(c, 1, host="another-host", started=time.time() - cl.STALE_AFTER_S - 10)
+    assert cl.Claims(True).take(out)
+    c.write_bytes(b"")  # being written just now: respected, unless old
+    assert not cl.Claims(True).take(out)
+    os.utime(c, (time.time() - cl.STALE_AFTER_S - 10,) * 2)
+    mine = cl.Claims(True)
+    assert mine.take(out)
+    # a claim taken over by another worker meanwhile is not ours to remove
+    live_claim(tmp_path / "new", os.getppid())
+    os.replace(tmp_path / "new", c)  # (made before the old one goes: another inode)
+    mine.release_all()
+    assert c.exists()
+    assert cl.Claims(False).take(out)  # without --skip-existing, claims are not used
+    assert not [f for f in os.listdir(tmp_path) if f.endswith(".stale")]
+
+
+def test_24_4_claimed_inputs_are_skipped_and_reported(env):
+    (env / "in").mkdir()
+    for i in range(4):
+        picture(env / "in" / f"p{i}.png")
+    live_claim(env / "out" / "p1.icm.claim", os.getppid())  # a live worker holds p1
+    live_claim(env / "out" / "p2.icm.claim", dead_pid())  # a dead one held p2
+    r = icm("encode", "in", "--out-dir", "out", "--model", "test-tiny-0", "--skip-existing")
+    assert r.exit_code == 0, r.output
+    assert "4 ok (1 claimed by another worker, skipped)" in r.output
+    assert sorted(os.listdir(env / "out")) == ["p0.icm", "p1.icm.claim", "p2.icm", "p3.icm"]
+    (env / "out" / "p1.icm.claim").unlink()
+    r = icm("encode", "in", "--out-dir", "out", "--model", "test-tiny-0", "--skip-existing")
+    assert "4 ok (3 already there, skipped)" in r.output
+    # decode the same way; the claim file is no input of a folder scan
+    live_claim(env / "dec" / "p0.png.claim", os.getppid())
+    r = icm("decode", "out", "--out-dir", "dec", "--skip-existing")
+    assert r.exit_code == 0 and "4 ok (1 claimed by another worker, skipped)" in r.output, r.output
+    assert sorted(os.listdir(env / "dec")) == ["p0.png.claim", "p1.png", "p2.png", "p3.png"]
+    (env / "in" / "p0.png.claim").write_text("x")
+    assert "4 ok" in icm("encode", "in", "--out-dir", "o2", "--model", "test-tiny-0").output
+
+
+COOPERATING = """
+import os, sys, time
+from icmcodec import pipeline
+orig = pipeline.encode_image
+def slow(*a, **k):
+    time.sleep(0.4)
+    return orig(*a, **k)
+pipeline.encode_image = slow
+from cli.main import main
+barrier = sys.argv.pop(1)  # start together, so the two workers really overlap
+open(os.path.join(barrier, str(os.getpid())), "w").close()
+deadline = time.time() + 60
+while len(os.listdir(barrier)) < 2 and time.time() < deadline:
+    time.sleep(0.01)
+main(sys.argv[1:])
+"""
+
+
+def test_24_4_two_concurrent_workers_code_each_picture_once(env):
+    import json
+    import re
+
+    for i in range(12):
+        sub = env / "in" / ("s1" if i % 3 else "s2")
+        sub.mkdir(parents=True, exist_ok=True)
+        picture(sub / f"p{i}.png", (24 + i, 20))
+    assert icm("encode", "in", "--out-dir", "clean", "--model", "test-tiny-0").exit_code == 0
+    (env / "barrier").mkdir()
+    procs = [subprocess.Popen([sys.executable, "-c", COOPERATING, str(env / "barrier"), "encode", "in", "--out-dir",
+                               "out", "--model", "test-tiny-0", "--skip-existing", "--manifest", f"m{k}.jsonl"],
+                              cwd=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+             for k in (1, 2)]
+    errs = []
+    try:
+        for p in procs:
+            errs.append(p.communicate(timeout=300)[1])
+    finally:
+        for p in procs:
+            p.kill()
+    assert [p.returncode for p in procs] == [0, 0], errs
+    coded = [len((env / f"m{k}.jsonl").read_text().splitlines()) for k in (1, 2)]
+    assert sum(coded) == 12 and min(coded) >= 1, (coded, errs)  # each picture once, both worked
+    inputs = [json.loads(line)["input"] for k in (1, 2) for line in (env / f"m{k}.jsonl").read_text().splitlines()]
+    assert len(set(inputs)) == 12
+    for k, err in enumerate(errs):
+        assert "12 ok" in err, err
+        m = re.search(r"(\d+) claimed by another worker", err)
+        skipped = int(m.group(1)) if m else 0
+        there = re.search(r"(\d+) already there", err)
+        assert coded[k] + skipped + (int(there.group(1)) if there else 0) == 12, err
+    left = {str(p.relative_to(env / "out")) for p in (env / "out").rglob("*") if p.is_file()}
+    assert left == {str(p.relative_to(env / "clean")) for p in (env / "clean").rglob("*") if p.is_file()}
+    for name in left:
+        assert (env / "out" / name).read_bytes() == (env / "clean" / name).read_bytes()

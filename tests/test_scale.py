@@ -63,6 +63,10 @@ def test_a_budget_below_the_smallest_file_fails_cleanly(codec, tmp_path, monkeyp
     Image.fromarray(picture(64, 64, 3)).save(tmp_path / "b.png")
     r = CliRunner().invoke(main, ["encode", str(tmp_path / "a.png"), "--model", "test-tiny-0", "--max-bytes", "60",
                                   "-o", str(tmp_path / "a.icm")])
+    # 60 bytes is below the smallest file the format allows: refused before any coding (issue 24)
+    assert r.exit_code == 2 and "below the smallest .icm file" in r.output and not (tmp_path / "a.icm").exists()
+    r = CliRunner().invoke(main, ["encode", str(tmp_path / "a.png"), "--model", "test-tiny-0", "--max-bytes",
+                                  str(smallest - 1), "-o", str(tmp_path / "a.icm")])
     assert r.exit_code == 2 and "even the lowest quality" in r.output and not (tmp_path / "a.icm").exists()
     # in a batch, the picture that cannot fit fails and the batch goes on
     r = CliRunner().invoke(main, ["encode", str(tmp_path / "a.png"), str(tmp_path / "b.png"), "--model",
