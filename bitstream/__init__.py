@@ -35,7 +35,8 @@ All integers are little-endian. A file is ``header | chunk table | payloads | cr
     84     2     chunk_count      number of chunk table entries (<= MAX_CHUNKS)
     86     2     reserved         0
     88     8*n   chunk table      per chunk: u16 type (ChunkType), u16 chunk flags
-                                  (bit 0: required), u32 payload length
+                                  (bit 0: required; bits 1-15 reserved, 0), u32
+                                  payload length
     ...          payloads         in chunk-table order, back to back
     end-4  4     crc              CRC-32 (zlib) of every preceding byte of the file
 
@@ -59,10 +60,27 @@ Reading rules (each failure raises its own subclass of ``BitstreamError``):
    ``LengthError``.
 7. CRC mismatch: ``ChecksumError``.
 8. An unknown enum value in method, task or coder: ``UnknownValueError``; nonzero
-   reserved flags: ``UnknownValueError``.
+   reserved flags: ``UnknownValueError``. A method the file's minor version does not
+   define (``CONTEXT`` in a file that says 1.0): ``UnknownValueError``.
+   ``adapter_hash`` is 16 zero bytes if and only if the task is ``RECON``: a recon file
+   names no artifact, a machine-task file always names the one its decoder needs (the
+   task network or the prompt set, see below); either way round: ``UnknownValueError``.
 9. A chunk of a type this reader does not know is skipped if its ``required`` flag is
-   clear (a newer minor version may add those) and refused with
-   ``UnsupportedFeatureError`` if set.
+   clear and the file's minor version is newer than the reader's (a newer minor version
+   may add those), refused with ``UnsupportedFeatureError`` if the flag is set, and
+   refused with ``UnknownValueError`` in a file of the reader's own or an older minor
+   (which defines no such type). Chunk type 0 is never valid: ``UnknownValueError``.
+10. Chunk flags: bits 1-15 are reserved and must be 0 (``UnknownValueError``). ``HYPER``,
+    ``LATENT`` and ``SIDE`` chunks are required (bit 0 set), a ``META`` chunk is
+    optional (bit 0 clear), at most one, and its payload is UTF-8 JSON; anything else:
+    ``UnknownValueError``.
+11. The payload chunks (every known type but ``META``) are exactly the ones the
+    file's method writes, in its order (see "Methods and their payloads"): a chunk the
+    method does not use, such as a ``SIDE`` chunk in a hyperprior file, is refused
+    with ``UnsupportedFeatureError``, a missing or repeated one with ``LengthError``.
+    A file whose task its method does not code (``RECON`` for ``PROMPT_ICM``) is refused
+    with ``UnsupportedFeatureError``. The container checks rules 1-10; the method's
+    decoder (``icmcodec``) checks rule 11, before it decodes anything.
 
 What a decoder guarantees beyond these rules (``icmcodec``): every entropy-coded
 payload must be *canonical*, exactly the bytes the encoder writes for the symbols it
@@ -74,6 +92,11 @@ tell it from a real one. Either way decoding takes time and memory bounded by th
 picture size in the header, never by the payload.
 
 Versions. A reader accepts every minor version of its major and refuses the rest.
+Readers after icm 0.2.0 enforce rules 8-11 as written above; the readers up to 0.2.0
+let through some files that break them (a recon file with a non-zero ``adapter_hash``, a
+machine-task file with a zero one, a chunk the method ignores, reserved chunk flag bits
+set, an unknown optional chunk type in a file of their own minor). The writers never
+write such files, so every file they made is still read.
 
 * 1.0: method hyperprior; one HYPER and one LATENT chunk.
 * 1.1: adds method ``CONTEXT`` (6). Its LATENT chunk is one range-coded stream of
@@ -83,8 +106,9 @@ Versions. A reader accepts every minor version of its major and refuses the rest
   1.1 for every file; every 1.0 file is a valid 1.1 file.
 
 Methods and their payloads (all 1.x): ``HYPERPRIOR`` (1), ``TRANSTIC`` (2) and
-``PROMPT_ICM`` (3) write one HYPER and one LATENT chunk, each one 1.0 stream; ``CONTEXT``
-(6) as above. TransTIC and Prompt-ICM name their per-task prompt set in
+``PROMPT_ICM`` (3) write one HYPER and one LATENT chunk, in this order, each one 1.0
+stream; ``CONTEXT`` (6) the same two chunks, its LATENT as above. No 1.x method writes a
+SIDE chunk. TransTIC and Prompt-ICM name their per-task prompt set in
 ``adapter_hash`` (16 zero bytes: TransTIC's plain TIC picture). A Prompt-ICM payload codes
 a backbone's stage-1 features, not a picture: its decoder gives the task of the header
 and nothing else.
@@ -94,6 +118,7 @@ order, and a retired value is never reused.
 """
 from __future__ import annotations
 
+import json
 import math
 import struct
 import zlib
@@ -160,6 +185,9 @@ class ChunkType(IntEnum):
     LATENT = 2  # range-coded latent y (may repeat, in order)
     SIDE = 3  # method-specific side information
     META = 4  # optional UTF-8 JSON, informative only
+
+
+_KNOWN_CHUNKS = frozenset(int(t) for t in ChunkType)
 
 
 class BitstreamError(ValueError):
@@ -292,6 +320,12 @@ def pack(header: Header, chunks: list[Chunk]) -> bytes:
         raise LimitError(f"{len(chunks)} chunks, limit {MAX_CHUNKS}")
     if len(header.model_hash) != 16 or len(header.adapter_hash) != 16:
         raise ValueError("hashes must be 16 bytes")
+    _check_fields(Header(**{**header.__dict__, "major": MAJOR, "minor": MINOR}))
+    for c in chunks:  # known types (a test may write a type of a later minor)
+        if int(c.type) in _KNOWN_CHUNKS:
+            _check_chunk(int(c.type), CHUNK_REQUIRED if c.required else 0, c.data, MINOR)
+    if sum(int(c.type) == ChunkType.META for c in chunks) > 1:
+        raise UnknownValueError("more than one meta chunk")
     header_size = FIXED_SIZE + _CHUNK.size * len(chunks)
     total = header_size + sum(len(c.data) for c in chunks) + _CRC.size
     if total > MAX_FILE_SIZE:
@@ -322,7 +356,8 @@ def _enum(cls, v: int, what: str):
 def read_header(data: bytes) -> tuple[Header, int, int, int]:
     """Parse and check the fixed header: (header, header_size, total_size, chunk_count).
 
-    Needs only the first ``FIXED_SIZE`` bytes; checks rules 1-4 of the spec.
+    Needs only the first ``FIXED_SIZE`` bytes; checks rules 1-4 of the spec and the
+    header fields of rule 8.
     """
     if len(data) < len(MAGIC):
         if MAGIC.startswith(bytes(data)) and data:
@@ -353,11 +388,47 @@ def read_header(data: bytes) -> tuple[Header, int, int, int]:
     )
     if reserved != 0 or flags != 0:
         raise UnknownValueError("reserved header bits are set")
+    _check_fields(header)
     return header, header_size, total, n_chunks
 
 
+def _check_fields(header: Header) -> None:
+    """The header fields of rule 8 that depend on each other."""
+    if header.method == MethodId.CONTEXT and header.minor < 1:
+        raise UnknownValueError(f"method context does not exist in format {header.major}.{header.minor} "
+                                "(added in 1.1)")
+    if (header.task == TaskTag.RECON) != (header.adapter_hash == bytes(16)):
+        raise UnknownValueError("a recon file must have 16 zero bytes as adapter_hash" if header.task == TaskTag.RECON
+                                else f"a {header.task.name.lower()} file must name its task network or prompt set "
+                                     "in adapter_hash, not 16 zero bytes")
+
+
+def _check_chunk(ctype: int, cflags: int, payload: bytes, minor: int) -> bool:
+    """Rules 9 and 10 for one chunk table entry: True to keep it, False to skip it."""
+    if cflags & ~CHUNK_REQUIRED:
+        raise UnknownValueError(f"chunk flags 0x{cflags:04x}: bits 1-15 are reserved")
+    required = bool(cflags & CHUNK_REQUIRED)
+    if ctype not in _KNOWN_CHUNKS:
+        if ctype == 0:
+            raise UnknownValueError("chunk type 0 is never valid")
+        if required:
+            raise UnsupportedFeatureError(f"required chunk type {ctype} is not supported by this reader")
+        if minor <= MINOR:
+            raise UnknownValueError(f"chunk type {ctype} does not exist in format {MAJOR}.{minor}")
+        return False  # optional chunk from a newer minor version
+    if required != (ctype != ChunkType.META):
+        raise UnknownValueError(f"a {ChunkType(ctype).name.lower()} chunk must be "
+                                + ("optional" if ctype == ChunkType.META else "required"))
+    if ctype == ChunkType.META:
+        try:
+            json.loads(payload.decode("utf-8"))
+        except (UnicodeDecodeError, ValueError, RecursionError):
+            raise UnknownValueError("the meta chunk is not UTF-8 JSON") from None
+    return True
+
+
 def unpack(data: bytes) -> Container:
-    """Parse and fully verify a container (rules 1-9)."""
+    """Parse and fully verify a container (rules 1-10; rule 11 is the method's)."""
     data = bytes(data)
     header, header_size, total, n_chunks = read_header(data)
     if header_size != FIXED_SIZE + _CHUNK.size * n_chunks:
@@ -375,15 +446,13 @@ def unpack(data: bytes) -> Container:
     if zlib.crc32(data[: total - _CRC.size]) != crc:
         raise ChecksumError("checksum mismatch: the file is damaged")
     chunks, pos = [], header_size
-    known = {int(t) for t in ChunkType}
     for ctype, cflags, length in entries:
         payload = data[pos : pos + length]
         pos += length
-        if ctype not in known:
-            if cflags & CHUNK_REQUIRED:
-                raise UnsupportedFeatureError(f"required chunk type {ctype} is not supported by this reader")
-            continue  # optional chunk from a newer minor version
-        chunks.append(Chunk(ctype, payload, bool(cflags & CHUNK_REQUIRED)))
+        if _check_chunk(ctype, cflags, payload, header.minor):
+            chunks.append(Chunk(ChunkType(ctype), payload, bool(cflags & CHUNK_REQUIRED)))
+    if sum(c.type == ChunkType.META for c in chunks) > 1:
+        raise UnknownValueError("more than one meta chunk")
     return Container(header, chunks, total)
 
 

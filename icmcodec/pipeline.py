@@ -335,6 +335,11 @@ def decode_bytes(data: bytes, *, task: str | None = None, device: str = "auto", 
         codec = codec_for(hd, device)
     elif codec.model_hash != hd.model_hash:
         raise UsageError("the file was made with another model than the one given")
+    # rule 11 of the spec, before anything is loaded for the file: the method codes the
+    # file's task and its chunks are exactly the method's (decode_chunks checks them again)
+    if hd.task not in METHODS[codec.method].tasks:
+        raise bitstream.UnsupportedFeatureError(f"method {codec.method} does not code task {own}")
+    codec.payloads(c.chunks)
     if task != own and not (task == "recon" and codec.produces == "picture"):
         raise UsageError(f"the file is coded for {own}; it cannot give {task}"
                          + (" (its method codes a picture: --task recon gives it)" if codec.produces == "picture"

@@ -255,6 +255,195 @@ def test_10_link_loops_and_dangling_links_are_reported(env):
     assert (env / "out" / "x.icm").exists()
 
 
+# ---- files that break their own spec (issue 24, item 5): rules 8-11 of bitstream ----
+sys.path.insert(0, str(Path(__file__).parent))
+from conftest import write_tiny_tasknet  # noqa: E402
+
+# (method, task) of the files below: every method, recon where it codes a picture and a
+# machine task through its task network or prompt set
+SPEC_FILES = [("hyperprior", "recon"), ("hyperprior", "semseg"), ("context", "recon"), ("context", "semseg"),
+              ("transtic", "recon"), ("transtic", "semseg"), ("prompt-icm", "semseg")]
+
+
+@pytest.fixture(scope="module")
+def spec_models(tmp_path_factory):
+    """Tiny models of every method, a tiny semseg network and a prompt set per artifact
+    method: the model folder (for ICM_MODEL_PATH) and one valid file per SPEC_FILES entry."""
+    from icmcodec.zoo.tiny import (write_tiny_context_model, write_tiny_prompt_icm_model, write_tiny_prompt_icm_set,
+                                   write_tiny_prompt_set, write_tiny_transtic_model)
+
+    models = tmp_path_factory.mktemp("spec") / "models"
+    net = models / "tiny-semseg"
+    write_tiny_tasknet(net, "semseg", name="tiny-semseg")
+    names = {"hyperprior": str(GOLDEN / "tiny"), "context": "spec-context", "transtic": "spec-transtic",
+             "prompt-icm": "spec-picm"}
+    write_tiny_context_model(models / "spec-context")
+    write_tiny_transtic_model(models / "spec-transtic")
+    write_tiny_prompt_icm_model(models / "spec-picm")
+    write_tiny_prompt_set(models / "spec-transtic-semseg", models / "spec-transtic", net, "semseg")
+    write_tiny_prompt_icm_set(models / "spec-picm-semseg", models / "spec-picm", net, "semseg")
+    old = os.environ.get("ICM_MODEL_PATH")
+    os.environ["ICM_MODEL_PATH"] = f"{models}{os.pathsep}{GOLDEN}"
+    try:
+        rgb = reference_picture(40, 72)
+        out = {}
+        for method, task in SPEC_FILES:
+            codec = pipeline.load_codec(names[method] if method == "hyperprior" else str(models / names[method]),
+                                        device="cpu")
+            tasknet = pipeline.load_tasknet(task, "tiny-semseg", device="cpu") if task != "recon" else None
+            out[method, task] = pipeline.encode_image(rgb, task=task, quality=1.0, codec=codec, tasknet=tasknet)
+    finally:
+        if old is None:
+            del os.environ["ICM_MODEL_PATH"]
+        else:
+            os.environ["ICM_MODEL_PATH"] = old
+    return models, out
+
+
+@pytest.fixture()
+def spec_files(spec_models, monkeypatch):
+    models, out = spec_models
+    monkeypatch.setenv("ICM_MODEL_PATH", f"{models}{os.pathsep}{GOLDEN}")
+    return out
+
+
+def with_chunks(data, edit):
+    fixed, chunks = split(data)
+    return join(fixed, edit(chunks))
+
+
+@pytest.mark.parametrize("key", SPEC_FILES, ids=lambda k: "-".join(k) if isinstance(k, tuple) else k)
+def test_spec_a_valid_file_of_every_method_decodes(spec_files, key):
+    data = spec_files[key]
+    hd = bitstream.unpack(data).header
+    assert (hd.adapter_hash == bytes(16)) == (key[1] == "recon")
+    assert [(t, f) for t, f, _ in split(data)[1]] == [(bitstream.ChunkType.HYPER, 1), (bitstream.ChunkType.LATENT, 1)]
+    res = pipeline.decode_bytes(data)
+    assert res.task == key[1] and (res.rgb is not None or res.output is not None)
+    # an informative META chunk (optional, UTF-8 JSON) changes nothing
+    meta = with_chunks(data, lambda cs: cs + [(bitstream.ChunkType.META, 0, b'{"note": "informative"}')])
+    assert bitstream.unpack(meta).get(bitstream.ChunkType.META) == [b'{"note": "informative"}']
+    pipeline.decode_bytes(meta)
+
+
+@pytest.mark.parametrize("name", ["tiny", "hp-base", "hp-small", "tic-hybrid"])
+def test_spec_every_golden_file_passes_the_new_rules(name):
+    data = (GOLDEN / f"{name}.icm").read_bytes()
+    c = bitstream.unpack(data)
+    codec = pipeline.load_codec(str(GOLDEN / "tiny") if name == "tiny" else name, device="cpu")
+    assert len(codec.payloads(c.chunks)) == 2 and c.header.adapter_hash == bytes(16)
+
+
+@pytest.mark.parametrize("key", [k for k in SPEC_FILES if k[1] == "recon"], ids="-".join)
+def test_spec_a_recon_file_with_an_adapter_hash_is_refused(spec_files, key):
+    forged = set_field(spec_files[key], "adapter_hash", bytes(range(1, 17)))
+    with pytest.raises(bitstream.UnknownValueError, match="recon file must have 16 zero bytes"):
+        pipeline.decode_bytes(forged)
+    with pytest.raises(bitstream.UnknownValueError):
+        bitstream.read_header(forged)  # a header check: icm info refuses it too
+
+
+@pytest.mark.parametrize("key", [k for k in SPEC_FILES if k[1] != "recon"], ids="-".join)
+def test_spec_a_machine_task_file_without_an_adapter_hash_is_refused(spec_files, key):
+    with pytest.raises(bitstream.UnknownValueError, match="must name its task network or prompt set"):
+        pipeline.decode_bytes(set_field(spec_files[key], "adapter_hash", bytes(16)))
+    # a recon file relabelled as a machine task: the same rule
+    if (key[0], "recon") in spec_files:
+        with pytest.raises(bitstream.UnknownValueError):
+            pipeline.decode_bytes(set_field(spec_files[key[0], "recon"], "task", int(bitstream.TaskTag.SEMSEG)))
+
+
+@pytest.mark.parametrize("key", SPEC_FILES, ids="-".join)
+def test_spec_a_chunk_the_method_does_not_use_is_refused(spec_files, key):
+    data = spec_files[key]
+    side = bitstream.ChunkType.SIDE
+    for at in (0, 1, 2):  # before, between and after the method's chunks
+        forged = with_chunks(data, lambda cs: cs[:at] + [(side, 1, b"side information")] + cs[at:])
+        assert bitstream.unpack(forged)  # a valid container: the method refuses it
+        with pytest.raises(bitstream.UnsupportedFeatureError, match="does not use side chunks"):
+            pipeline.decode_bytes(forged)
+    with pytest.raises(bitstream.UnknownValueError, match="must be required"):  # an optional SIDE chunk
+        pipeline.decode_bytes(with_chunks(data, lambda cs: cs + [(side, 0, b"side information")]))
+    # repeated, missing or swapped method chunks: not the method's layout
+    for edit in (lambda cs: cs + [cs[1]], lambda cs: [cs[0], cs[0], cs[1]], lambda cs: cs[:1],
+                 lambda cs: [cs[1], cs[0]]):
+        with pytest.raises(bitstream.LengthError, match="writes the chunks hyper, latent"):
+            pipeline.decode_bytes(with_chunks(data, edit))
+    # decode_chunks checks the same, for callers that skip decode_bytes
+    codec = pipeline.codec_for(bitstream.unpack(data).header, "cpu")
+    c = bitstream.unpack(with_chunks(data, lambda cs: cs + [(side, 1, b"x")]))
+    with pytest.raises(bitstream.UnsupportedFeatureError):
+        codec.decode_chunks(c.header, c.chunks)
+
+
+@pytest.mark.parametrize("flags", [0x0003, 0x0002, 0x8001, 0xFFFF])
+def test_spec_undefined_chunk_flag_bits_are_refused(spec_files, flags):
+    for key in (("hyperprior", "recon"), ("prompt-icm", "semseg")):
+        for i in (0, 1):
+            forged = with_chunks(spec_files[key], lambda cs: [c if j != i else (c[0], flags, c[2])
+                                                              for j, c in enumerate(cs)])
+            with pytest.raises(bitstream.UnknownValueError, match="reserved"):
+                pipeline.decode_bytes(forged)
+    # on a chunk of a newer minor version too (it would otherwise be skipped)
+    forged = set_field(with_chunks(spec_files["hyperprior", "recon"], lambda cs: cs + [(99, flags & ~1, b"new")]),
+                       "minor", bitstream.MINOR + 1)
+    with pytest.raises(bitstream.UnknownValueError, match="reserved"):
+        bitstream.unpack(forged)
+
+
+def test_spec_method_chunks_must_be_required_and_meta_optional_json(spec_files):
+    data = spec_files["context", "recon"]
+    with pytest.raises(bitstream.UnknownValueError, match="hyper chunk must be required"):
+        pipeline.decode_bytes(with_chunks(data, lambda cs: [(cs[0][0], 0, cs[0][2]), cs[1]]))
+    meta = bitstream.ChunkType.META
+    for bad in ([(meta, 1, b"{}")], [(meta, 0, b"not json")], [(meta, 0, b"\xff\xfe")],
+                [(meta, 0, b"{}"), (meta, 0, b"[]")], [(meta, 0, b"[" * 100000)]):
+        with pytest.raises(bitstream.UnknownValueError):
+            pipeline.decode_bytes(with_chunks(data, lambda cs: cs + bad))
+
+
+def test_spec_unknown_chunk_types_per_rule_9(spec_files):
+    data = spec_files["hyperprior", "semseg"]
+    future = with_chunks(data, lambda cs: cs + [(99, 0, b"from a newer minor")])
+    with pytest.raises(bitstream.UnknownValueError, match="does not exist in format 1.1"):
+        pipeline.decode_bytes(future)  # this reader's own minor defines no type 99
+    assert pipeline.decode_bytes(set_field(future, "minor", bitstream.MINOR + 1)).task == "semseg"  # skipped
+    with pytest.raises(bitstream.UnsupportedFeatureError):
+        pipeline.decode_bytes(set_field(with_chunks(data, lambda cs: cs + [(99, 1, b"x")]), "minor", 9))
+    with pytest.raises(bitstream.UnknownValueError, match="type 0 is never valid"):
+        pipeline.decode_bytes(set_field(with_chunks(data, lambda cs: cs + [(0, 0, b"x")]), "minor", 9))
+
+
+def test_spec_a_task_the_method_does_not_code_is_refused(spec_files):
+    data = spec_files["prompt-icm", "semseg"]
+    # a Prompt-ICM file codes features: no picture, so never a recon file
+    recon = set_field(set_field(data, "task", int(bitstream.TaskTag.RECON)), "adapter_hash", bytes(16))
+    with pytest.raises(bitstream.UnsupportedFeatureError, match="does not code task recon"):
+        pipeline.decode_bytes(recon)
+    with pytest.raises(bitstream.UnsupportedFeatureError, match="does not code task depth"):
+        pipeline.decode_bytes(set_field(data, "task", int(bitstream.TaskTag.DEPTH)))
+
+
+def test_spec_a_context_file_cannot_claim_format_1_0(spec_files):
+    with pytest.raises(bitstream.UnknownValueError, match="added in 1.1"):
+        pipeline.decode_bytes(set_field(spec_files["context", "recon"], "minor", 0))
+    hp = set_field(spec_files["hyperprior", "recon"], "minor", 0)  # a hyperprior file is a 1.0 file
+    assert pipeline.decode_bytes(hp).rgb.shape == (40, 72, 3)
+
+
+def test_spec_the_writer_refuses_what_the_reader_refuses():
+    hd = bitstream.Header(method=bitstream.MethodId.HYPERPRIOR, task=bitstream.TaskTag.RECON,
+                          coder=bitstream.CoderId.RANGE_CATEGORICAL_V1, quality=1.0, height=8, width=8,
+                          coded_height=64, coded_width=64, model_hash=bytes(16), adapter_hash=bytes([1]) * 16)
+    chunks = [bitstream.Chunk(bitstream.ChunkType.HYPER, b"z"), bitstream.Chunk(bitstream.ChunkType.LATENT, b"y")]
+    with pytest.raises(bitstream.UnknownValueError):
+        bitstream.pack(hd, chunks)
+    hd.adapter_hash = bytes(16)
+    assert bitstream.unpack(bitstream.pack(hd, chunks))
+    with pytest.raises(bitstream.UnknownValueError):
+        bitstream.pack(hd, chunks + [bitstream.Chunk(bitstream.ChunkType.META, b"{}", required=True)])
+
+
 # ---- issue 24, items 1-4: budgets, click errors, pipes, concurrent workers ---------------
 # 1. absurd budgets: one below the smallest file is refused before any coding, one above
 #    the largest file the format allows (2^31 bytes) means no limit, i.e. the top quality

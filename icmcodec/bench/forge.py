@@ -18,7 +18,8 @@ FIELDS = {
     "major": (8, "<B"), "minor": (9, "<B"), "header_size": (10, "<H"), "total_size": (12, "<Q"),
     "method": (20, "<H"), "task": (22, "<H"), "coder": (24, "<H"), "flags": (26, "<H"),
     "quality": (28, "<d"), "height": (36, "<I"), "width": (40, "<I"), "coded_height": (44, "<I"),
-    "coded_width": (48, "<I"), "chunk_count": (84, "<H"), "reserved": (86, "<H"),
+    "coded_width": (48, "<I"), "model_hash": (52, "16s"), "adapter_hash": (68, "16s"),
+    "chunk_count": (84, "<H"), "reserved": (86, "<H"),
 }
 
 

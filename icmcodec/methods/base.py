@@ -39,6 +39,8 @@ class Codec:
     method: str = ""
     produces: str = "picture"
     levels: int = 1  # trained quality levels 0..levels-1
+    # the payload chunks every file of the method has, in order (rule 11 of the spec)
+    chunk_layout: tuple[bitstream.ChunkType, ...] = (bitstream.ChunkType.HYPER, bitstream.ChunkType.LATENT)
 
     def __init__(self, config: dict, model_hash: bytes):
         self.config = config
@@ -85,13 +87,24 @@ class Codec:
     def decode_chunks(self, header: bitstream.Header, chunks: list[bitstream.Chunk]):
         raise NotImplementedError
 
-    @staticmethod
-    def chunks_of(chunks: list[bitstream.Chunk], ctype: bitstream.ChunkType, count: int | None = 1) -> list[bytes]:
-        """The payloads of one chunk type, checking how many there must be."""
-        found = [c.data for c in chunks if c.type == ctype]
-        if count is not None and len(found) != count:
-            raise bitstream.LengthError(f"expected {count} {ctype.name.lower()} chunk(s), found {len(found)}")
-        return found
+    def payloads(self, chunks: list[bitstream.Chunk]) -> list[bytes]:
+        """The payloads of a file's chunks in :attr:`chunk_layout` order, after checking
+        that they are exactly the method's (rule 11 of the spec; informative META chunks
+        aside): a chunk type the method does not use is ``UnsupportedFeatureError``, a
+        missing, repeated or misplaced one ``LengthError``."""
+        found = [c for c in chunks if c.type != bitstream.ChunkType.META]
+        layout = tuple(self.chunk_layout)
+        for c in found:
+            if c.type not in layout:
+                raise bitstream.UnsupportedFeatureError(
+                    f"method {self.method} does not use {bitstream.ChunkType(c.type).name.lower()} chunks")
+        types = tuple(c.type for c in found)
+        if types != layout:
+            def names(ts):
+                return ", ".join(bitstream.ChunkType(t).name.lower() for t in ts) or "none"
+            raise bitstream.LengthError(f"method {self.method} writes the chunks {names(layout)}, "
+                                        f"the file has {names(types)}")
+        return [c.data for c in found]
 
 
 class PromptSetBinding:

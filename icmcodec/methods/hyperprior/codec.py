@@ -297,8 +297,7 @@ class HyperpriorCodec(Codec):
 
     # ---- the codec interface (icmcodec.methods.base) ---------------------------------
     def decode_chunks(self, header: bitstream.Header, chunks: list[bitstream.Chunk]) -> np.ndarray:
-        (z,) = self.chunks_of(chunks, ChunkType.HYPER)
-        (y,) = self.chunks_of(chunks, ChunkType.LATENT)
+        z, y = self.payloads(chunks)
         return self.decode(z, y, (header.coded_height, header.coded_width), (header.height, header.width),
                            header.quality)
 

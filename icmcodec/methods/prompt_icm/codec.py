@@ -26,7 +26,6 @@ import torch
 import torch.nn.functional as F
 
 import bitstream
-from bitstream import ChunkType
 from icmcodec.exact import ACT_FRAC
 from icmcodec.methods.base import Encoded, PromptSetBinding
 from icmcodec.methods.hyperprior.codec import HyperpriorCodec, padded_size
@@ -246,8 +245,7 @@ class PromptIcmCodec(PromptSetBinding, HyperpriorCodec):
 
     def decode_chunks(self, header: bitstream.Header, chunks: list[bitstream.Chunk]):
         """The task output (``produces = "features"``: the bound set's head finishes it)."""
-        (z,) = self.chunks_of(chunks, ChunkType.HYPER)
-        (y,) = self.chunks_of(chunks, ChunkType.LATENT)
+        z, y = self.payloads(chunks)
         coded = (header.coded_height, header.coded_width)
         f_hat = self.decode_features(z, y, coded, header.quality)
         if self.prompt_set is None:
