@@ -134,31 +134,47 @@ def geometry_of(module) -> Geometry:
     return Geometry("point")
 
 
+def grid_start(geo: Geometry, a: int) -> int:
+    """``a`` moved down onto the grid a layer's input must start on: a strided conv's
+    stride, a windowed layer's windows (so a tile's windows are the picture's)."""
+    if geo.kind == "conv" and geo.stride > 1:
+        return a - a % geo.stride
+    if geo.kind == "window":
+        return a - a % geo.kernel
+    return a
+
+
+def stack_needs(geos: list[Geometry], sizes: list[tuple[int, int]], want_y: tuple[int, int],
+                want_x: tuple[int, int]) -> list[tuple[tuple[int, int], tuple[int, int]]]:
+    """Walking back from the output spans ``want_y``/``want_x``: the input spans every
+    layer must receive (on its grid, clipped to the picture: reads past the picture
+    are the zero padding the whole-picture run applies there too). ``[0]`` is what the
+    stack reads of its input, ``[-1]`` the wanted output."""
+    need = [None] * (len(geos) + 1)
+    need[-1] = (want_y, want_x)
+    for i in range(len(geos) - 1, -1, -1):
+        (ya, yb), (xa, xb) = need[i + 1]
+        (ya, yb), (xa, xb) = geos[i].needed(ya, yb), geos[i].needed(xa, xb)
+        ya, xa = grid_start(geos[i], ya), grid_start(geos[i], xa)
+        h, w = sizes[i]
+        need[i] = ((max(ya, 0), min(yb, h)), (max(xa, 0), min(xb, w)))
+    return need
+
+
 def run_stack(layers, x, span_y: tuple[int, int], span_x: tuple[int, int], want_y: tuple[int, int],
               want_x: tuple[int, int], sizes: list[tuple[int, int]]):
     """Run ``layers`` (modules with their :class:`Geometry`) on ``x`` (N x C x h x w,
     covering the input spans ``span_y``/``span_x`` of the picture) and return the
     output for the spans ``want_y``/``want_x``, cropping after every layer to what the
-    remaining layers read. ``sizes[i]`` is the whole picture's (H, W) at the input of
-    layer ``i`` and ``sizes[-1]`` at the output: reads past the picture are the zero
-    padding the whole-picture run applies there too, so they are not needed."""
+    remaining layers read (:func:`stack_needs`). ``sizes[i]`` is the whole picture's
+    (H, W) at the input of layer ``i`` and ``sizes[-1]`` at the output."""
     geos = [geometry_of(m) for m in layers]
-    need = [None] * (len(layers) + 1)
-    need[-1] = (want_y, want_x)
-    for i in range(len(layers) - 1, -1, -1):
-        (ya, yb), (xa, xb) = need[i + 1]
-        (ya, yb), (xa, xb) = geos[i].needed(ya, yb), geos[i].needed(xa, xb)
-        h, w = sizes[i]
-        need[i] = ((max(ya, 0), min(yb, h)), (max(xa, 0), min(xb, w)))
+    need = stack_needs(geos, sizes, want_y, want_x)
     cy, cx = span_y, span_x
     for i, (layer, geo) in enumerate(zip(layers, geos)):
         (ya, yb), (xa, xb) = need[i]
         if ya < cy[0] or yb > cy[1] or xa < cx[0] or xb > cx[1]:
-            raise ValueError("the tile's halo is smaller than the stack's receptive field")
-        if geo.kind == "conv" and geo.stride > 1:  # keep strided layers on their grid
-            ya, xa = ya - ya % geo.stride, xa - xa % geo.stride
-        if geo.kind == "window":  # and windowed ones on the picture's windows
-            ya, xa = ya - ya % geo.kernel, xa - xa % geo.kernel
+            raise ValueError("the tile's input does not cover the stack's receptive field")
         x = x[..., ya - cy[0]:yb - cy[0], xa - cx[0]:xb - cx[0]]
         # a layer that needs to know where its input lies (prompts cut to the span) says so
         x = layer(x, (ya, yb), (xa, xb)) if getattr(layer, "wants_span", False) else layer(x)
@@ -176,18 +192,33 @@ def stack_sizes(layers, height: int, width: int) -> list[tuple[int, int]]:
     return sizes
 
 
-def run_stack_tiled(layers, get_input: Callable, height: int, width: int, *, scale, tile: int, halo: int,
+def run_stack_tiled(layers, get_input: Callable, height: int, width: int, *, scale, tile: int, margin: int = 0,
                     align: int = 1, out: np.ndarray | None = None, put: Callable | None = None):
     """:func:`run_tiled` for a conv stack, cropping between layers (:func:`run_stack`).
+
+    Each tile's input span is computed from the layers' geometry (:func:`stack_needs`),
+    so no halo has to be guessed: a tile always reads the whole receptive field of
+    the output it owns. ``margin`` adds input beyond that, for a hook that reads the
+    input tile itself (TransTIC's prompt generator, a conv net of its own). Tiles own
+    ``tile`` x ``tile`` input units (multiples of ``align``); their input spans start
+    on multiples of ``align`` too.
 
     ``get_input(y0, y1, x0, x1)`` returns the input tile (N x C x h x w tensor);
     outputs go to ``out`` or ``put`` as in :func:`run_tiled`."""
     scale = Fraction(scale)
     sizes = stack_sizes(layers, height, width)
-    for sy0, sy1, ky0, ky1 in tiles(height, tile, halo, align):
-        for sx0, sx1, kx0, kx1 in tiles(width, tile, halo, align):
+    geos = [geometry_of(m) for m in layers]
+
+    def span(a: int, b: int, size: int) -> tuple[int, int]:
+        a, b = a - margin, b + margin
+        return max(0, a - a % align), min(size, b)
+
+    for _, _, ky0, ky1 in tiles(height, tile, 0, align):
+        for _, _, kx0, kx1 in tiles(width, tile, 0, align):
             wy, wx = (int(ky0 * scale), int(ky1 * scale)), (int(kx0 * scale), int(kx1 * scale))
-            part = run_stack(layers, get_input(sy0, sy1, sx0, sx1), (sy0, sy1), (sx0, sx1), wy, wx, sizes)
+            (ny, nx) = stack_needs(geos, sizes, wy, wx)[0]
+            sy, sx = span(*ny, height), span(*nx, width)
+            part = run_stack(layers, get_input(*sy, *sx), sy, sx, wy, wx, sizes)
             if put is not None:
                 put(wy[0], wy[1], wx[0], wx[1], part)
             else:

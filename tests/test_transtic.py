@@ -189,7 +189,7 @@ def test_tiled_coding_with_prompts_matches_one_whole_run(zoo_dir):
     ps = pipeline.load_artifact(whole, "semseg")
     small = whole.bound(ps)
     small.tiling = Tiling(analysis=64, hyper_analysis=4, hyper_synthesis=2, synthesis=4,
-                          analysis_halo=whole.tiling.analysis_halo, synthesis_halo=whole.tiling.synthesis_halo)
+                          analysis_margin=whole.tiling.analysis_margin, analysis_align=whole.tiling.analysis_align)
     whole = whole.bound(ps)
     rgb = picture(192, 256, seed=4)
     assert max(rgb.shape) > small.tiling.analysis  # really tiled

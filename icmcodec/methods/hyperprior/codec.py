@@ -54,21 +54,22 @@ def padded_size(h: int, w: int) -> tuple[int, int]:
 @dataclass(frozen=True)
 class Tiling:
     """Tile sizes of the four transforms (see :mod:`icmcodec.tiling`), in each one's
-    input units. The halos cover each transform's receptive field: g_a (four 5x5
-    stride-2 convs) reaches 30 pixels, h_a 7 latents, the exact h_s (three 3x3 convs
-    around two 2x up-samplings) under 2 hyper-latents, g_s (four 5x5 stride-2 transposed
-    convs) under 2 latents. g_a and g_s also crop between layers
-    (:func:`icmcodec.tiling.run_stack`), so their costly full-resolution layers compute
-    little more than the picture. The sizes were measured on a 3840x2160 picture
-    (``benchmarks/hostile.py``): peak memory per tile against overlap. Pictures up to
-    1024 pixels a side (every validation photo) run in one tile, as before tiling."""
+    input units. g_a and g_s run as layer stacks (:func:`icmcodec.tiling.run_stack_tiled`):
+    each tile reads exactly the receptive field of what it owns, computed from the
+    layers' geometry, and crops between layers, so the costly full-resolution layers
+    compute little more than the picture. h_a (7 latents of reach) and the exact h_s
+    (under 2 hyper-latents) run with fixed halos. The sizes were measured on a
+    3840x2160 picture (``benchmarks/hostile.py``): peak memory per tile against
+    overlap. Pictures up to 1024 pixels a side (every validation photo) run in one
+    tile, as before tiling."""
 
     analysis: int = 1024  # pixels
     hyper_analysis: int = 256  # latents (4096 pixels); halo 8
     hyper_synthesis: int = 40  # hyper-latents (2560 pixels); halo 2
     synthesis: int = 48  # latents (768 pixels)
-    analysis_halo: int = 32  # pixels (methods with wider transforms set more)
-    synthesis_halo: int = 2  # latents
+    analysis_margin: int = 0  # pixels of input beyond g_a's reach (a hook that reads the input tile)
+    synthesis_margin: int = 0  # latents, the same for g_s
+    analysis_align: int = 16  # pixels: tile corners (and input spans) on this grid
 
 
 class HyperpriorCodec(Codec):
@@ -180,7 +181,7 @@ class HyperpriorCodec(Codec):
             y[:, oy0:oy1, ox0:ox1] = part[0].cpu().numpy()
 
         run_stack_tiled(layers, tile, ph, pw, scale=Fraction(1, 16), tile=self.tiling.analysis,
-                        halo=self.tiling.analysis_halo, align=16, put=put)
+                        margin=self.tiling.analysis_margin, align=self.tiling.analysis_align, put=put)
         return y
 
     @torch.no_grad()
@@ -213,7 +214,7 @@ class HyperpriorCodec(Codec):
 
         _, hy, wy = y_sym.shape
         run_stack_tiled(self._synthesis_layers(), tile, hy, wy, scale=16, tile=self.tiling.synthesis,
-                        halo=self.tiling.synthesis_halo, put=put)
+                        margin=self.tiling.synthesis_margin, put=put)
         return rgb
 
     # ---- encode / decode ----------------------------------------------------------

@@ -17,7 +17,8 @@ network.
 Tiles: Swin blocks read up to ``depth`` windows to each side and must see the
 picture's own window grid (:class:`icmcodec.tiling.Geometry` ``window``); instance
 prompts are computed from each input tile by the generator and cut to the span each
-block receives. The halos below cover both (a test checks tiled against whole).
+block receives. Tiles read the stack's receptive field plus the generator's (a test
+checks tiled against whole).
 """
 from __future__ import annotations
 
@@ -33,9 +34,11 @@ from icmcodec.methods.hyperprior.transforms import FixedGDN
 from icmcodec.methods.transtic.model import (PromptGenerator, SwinBlock, TransticConfig, build_tic_transforms,
                                              prompted_scales)
 
-# g_a: a block at 1/8 reads 2 windows of 8 each side plus its own (24 latents at 1/8 =
-# 192 pixels), the generator's receptive field adds about 31, the convs after it a few
-TRANSTIC_TILING = Tiling(analysis_halo=256, synthesis_halo=16)
+# Each tile reads the receptive field of its layers (Swin blocks included: their windows
+# stay on the picture's grid); the prompt generator, a conv net run on the input tile,
+# reads about 31 pixels further, so tiles get 64 more, and start on a 64-pixel grid (a
+# multiple of every prompt map's scale, so a map's cut is the picture's)
+TRANSTIC_TILING = Tiling(analysis_margin=64, analysis_align=64)
 
 
 class PromptSet:
