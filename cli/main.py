@@ -40,6 +40,9 @@ def main() -> None:
     Exit status: 0 ok, 1 some inputs of a batch failed, 2 usage error or a
     damaged single input.
     """
+    from icmcodec.memory import release_freed_memory
+
+    release_freed_memory()  # big pictures run in tiles: give each tile's memory back
 
 
 def batch_options(f):

@@ -83,11 +83,25 @@ class WindowAttention(nn.Module):
     def _heads(self, t: torch.Tensor) -> torch.Tensor:  # B x N x C -> B x heads x N x d
         return t.view(t.shape[0], t.shape[1], self.heads, -1).transpose(1, 2)
 
+    # at coding time the windows of one picture are attended a group at a time: whole,
+    # a tile's attention logits alone take heads x 64 x 80 floats per window (95 MB for
+    # a 1088-pixel tile's 1/4 scale), several times over
+    WINDOW_GROUP = 256
+
     def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None, prompts: torch.Tensor | None = None,
                 prompt_mask: torch.Tensor | None = None) -> torch.Tensor:
         """``x``: (B * windows) x N x C. ``mask``: windows x N x N. ``prompts``:
         (B * windows) x P x C (instance) or P x C (task, shared). ``prompt_mask``:
         windows x N x P."""
+        bn, g = x.shape[0], self.WINDOW_GROUP
+        one_picture = all(t is None or t.dim() == 2 or t.shape[0] == bn for t in (mask, prompts, prompt_mask))
+        if torch.is_grad_enabled() or bn <= g or not one_picture:
+            return self._attend(x, mask, prompts, prompt_mask)
+        cut = lambda t, i: t if t is None or t.dim() == 2 else t[i:i + g]  # noqa: E731
+        return torch.cat([self._attend(x[i:i + g], cut(mask, i), cut(prompts, i), cut(prompt_mask, i))
+                          for i in range(0, bn, g)])
+
+    def _attend(self, x, mask, prompts, prompt_mask) -> torch.Tensor:
         bn, n, c = x.shape
         q, k, v = self.qkv(x).split(c, dim=-1)
         q, k, v = self._heads(q * self.scale), self._heads(k), self._heads(v)

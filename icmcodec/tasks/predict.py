@@ -22,6 +22,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from icmcodec.tasks import tiled
 from icmcodec.tasks.nets import TaskNet
 from icmcodec.tasks.registry import TaskSpec, task
 
@@ -100,7 +101,35 @@ class TaskModel:
         return out  # type: ignore[return-value]
 
     def predict(self, rgbs: list[np.ndarray], batch: int = 8) -> list[np.ndarray]:
-        return [self.spec.postprocess(lg) for lg in self.logits(rgbs, batch)]
+        """Outputs per picture; a dense task on a picture over one tile runs in tiles
+        (:mod:`icmcodec.tasks.tiled`), the others whole."""
+        out: list[np.ndarray | None] = [None] * len(rgbs)
+        whole = [i for i, rgb in enumerate(rgbs) if not self.tiled(rgb)]
+        for i, lg in zip(whole, self.logits([rgbs[i] for i in whole], batch)):
+            out[i] = self.spec.postprocess(lg)
+        for i, rgb in enumerate(rgbs):
+            if out[i] is None:
+                out[i] = self.predict_tiled(rgb)
+        return out  # type: ignore[return-value]
+
+    def tiled(self, rgb: np.ndarray) -> bool:
+        """Whether :meth:`predict` runs this picture in tiles: dense tasks whose network
+        sees the picture at its own scale (a network that resizes runs whole)."""
+        return (self.spec.kind == "dense" and float(self.config["input"].get("scale", 1.0)) == 1.0
+                and tiled.needs_tiles(*rgb.shape[:2]))
+
+    @torch.no_grad()
+    def predict_tiled(self, rgb: np.ndarray) -> np.ndarray:
+        """A dense task's output on a large picture, in overlapping tiles (the picture
+        edge-padded to the tiles' grid, the output cropped back to its size)."""
+        h, w = rgb.shape[:2]
+        a = tiled.ALIGN
+        grid = (-(-h // a) * a, -(-w // a) * a)
+
+        def logits(y0, y1, x0, x1):
+            return self.net(to_tensor(tiled.padded_tile(rgb, y0, y1, x0, x1))[None].to(self.device))[0]
+
+        return tiled.predict_tiled(logits, (h, w), grid, self.spec.postprocess)
 
     def write(self, output: np.ndarray) -> dict[str, bytes]:
         return self.spec.write(output, self.labels)

@@ -50,7 +50,21 @@ class FixedGDN(nn.Module):
         self.register_buffer("beta", torch.ones(channels))
         self.register_buffer("gamma", torch.eye(channels) * 0.1)
 
+    # at coding time a large input is normalised a band of rows at a time: GDN is
+    # pointwise in space, and whole it holds four picture-sized tensors at once (x, x**2,
+    # the norm, the result), the largest of a tile at the picture's 1/2 resolution
+    BAND_VALUES = 1 << 22
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if torch.is_grad_enabled() or x[0, :, :1].numel() * x.shape[-2] <= self.BAND_VALUES:
+            return self._normalise(x)
+        out = torch.empty_like(x)
+        rows = max(1, self.BAND_VALUES // x[0, :, :1].numel())
+        for r in range(0, x.shape[-2], rows):
+            out[..., r:r + rows, :] = self._normalise(x[..., r:r + rows, :])
+        return out
+
+    def _normalise(self, x: torch.Tensor) -> torch.Tensor:
         c = x.shape[1]
         norm = F.conv2d(x * x, self.gamma.reshape(c, c, 1, 1), self.beta)
         return x * (torch.sqrt(norm) if self.inverse else torch.rsqrt(norm))

@@ -17,9 +17,20 @@ output, written by the task's writer. The file holds features, not a picture:
 
 The per-task artifact is a zoo folder of kind ``promptset`` (method ``prompt-icm``):
 selector, prompts and head, naming the base model and the task network it was trained
-with by hash. Pictures are coded whole (no tiles): up to ``MAX_PIXELS``.
+with by hash.
+
+Large pictures run in tiles (:class:`FeatureTiling`), so memory grows with the tile,
+not the picture: the extractor and the selector over picture tiles with the selector's
+receptive field around each, g_a over feature tiles, g_s over latent tiles (each with
+a halo covering its reach, measured by back-propagating one output), and a dense
+task's decoder over feature tiles with a wide context, post-processed per tile
+(:mod:`icmcodec.tasks.tiled`). The map is made relative over the whole picture (its
+mean is taken after the tiles). Pictures that fit one tile run as one, as before.
 """
 from __future__ import annotations
+
+from dataclasses import dataclass
+from fractions import Fraction
 
 import numpy as np
 import torch
@@ -31,9 +42,29 @@ from icmcodec.methods.base import Encoded, PromptSetBinding
 from icmcodec.methods.hyperprior.codec import HyperpriorCodec, padded_size
 from icmcodec.methods.prompt_icm.model import (Analysis, InformationSelector, PromptIcmConfig, Synthesis, build_extractor,
                                                load_extractor)
+from icmcodec.tasks import tiled
+from icmcodec.tiling import run_tiled
 
-MAX_PIXELS = 1 << 23  # 8.4 M pixels (3840x2160 fits): the extractor runs on the whole picture
 TOP_QUALITY = 4.0
+
+
+@dataclass(frozen=True)
+class FeatureTiling:
+    """Tile sizes (what a tile owns) and halos of Prompt-ICM's networks. Halos cover
+    each network's reach, measured by back-propagating one output of the shipped
+    picm-lite0 and its semseg set: the selector's map reads 184 pixels around
+    (extractor stages 1-3), g_a 12 feature units, g_s 11 latents (with its z). The task
+    decoder's stages reach the whole tile, so it gets a wide context instead (as a
+    clean task network does: :mod:`icmcodec.tasks.tiled`)."""
+
+    extractor: int = 512  # pixels (peak memory at 3840x2160: 1.2 GB with 512, 1.5 GB with 1024)
+    extractor_halo: int = 192
+    analysis: int = 256  # feature units (1024 pixels)
+    analysis_halo: int = 16
+    synthesis: int = 64  # latents (1024 pixels)
+    synthesis_halo: int = 16
+    task: int = 512  # pixels
+    task_halo: int = 192
 
 
 def relative(m: torch.Tensor, gamma: torch.Tensor | None = None) -> torch.Tensor:
@@ -118,15 +149,24 @@ class PromptIcmSet:
         self.decoder.eval().to(codec.device)
 
     @torch.no_grad()
-    def finish(self, f_hat: torch.Tensor, coded_size: tuple[int, int], size: tuple[int, int]) -> np.ndarray:
-        """Decoded feature (1 x C x h x w) -> the task output for a picture of ``size``."""
+    def finish(self, f_hat: torch.Tensor, coded_size: tuple[int, int], size: tuple[int, int],
+               tiling: FeatureTiling = FeatureTiling()) -> np.ndarray:
+        """Decoded feature (1 x C x h x w) -> the task output for a picture of ``size``
+        (a dense task on a picture over one tile: in tiles, see the module docstring)."""
         if self.spec.kind == "global":
             inp = self.tasknet.config["input"]
             f_hat = f_hat[..., :-(-size[0] // 4), :-(-size[1] // 4)]  # the picture's own part, padding cut off
             logits = self.decoder(feature_view(f_hat, inp["resize_short"], inp["crop"]), (inp["crop"],) * 2)[0]
-        else:
+            return self.spec.postprocess(logits.float().cpu().numpy())
+        if not tiled.needs_tiles(*coded_size):
             logits = self.decoder(f_hat, coded_size)[0, :, :size[0], :size[1]]
-        return self.spec.postprocess(logits.float().cpu().numpy())
+            return self.spec.postprocess(logits.float().cpu().numpy())
+
+        def logits_of(y0, y1, x0, x1):  # a pixel span on the 32-pixel grid: its feature part
+            return self.decoder(f_hat[..., y0 // 4:y1 // 4, x0 // 4:x1 // 4], (y1 - y0, x1 - x0))[0]
+
+        return tiled.predict_tiled(logits_of, size, coded_size, self.spec.postprocess, tile=tiling.task,
+                                   halo=tiling.task_halo)
 
     def importance(self, feats: list[torch.Tensor]) -> torch.Tensor:
         """The compression prompt: the selector's map (or the constant map it was trained with)."""
@@ -169,6 +209,8 @@ class PromptIcmCodec(PromptSetBinding, HyperpriorCodec):
         self.in_mean = torch.tensor(mean, device=self.device).view(1, 3, 1, 1)
         self.in_std = torch.tensor(std, device=self.device).view(1, 3, 1, 1)
 
+    feature_tiling = FeatureTiling()
+
     def _float_transforms(self):
         h_a = super()._float_transforms()[2]
         return Analysis(self.arch), Synthesis(self.arch), h_a
@@ -190,34 +232,47 @@ class PromptIcmCodec(PromptSetBinding, HyperpriorCodec):
         return PromptIcmSet(config, state, model_hash, self)
 
     # ---- encode ---------------------------------------------------------------------
-    def _check_size(self, h: int, w: int) -> None:
-        if h * w > MAX_PIXELS:
-            raise ValueError(f"prompt-icm codes pictures of up to {MAX_PIXELS} pixels; this one has {h * w}")
-
     @torch.no_grad()
     def analyse(self, rgb: np.ndarray, importance: np.ndarray | None = None) -> Analysed:
         """Feature and importance map of a picture. ``importance`` (at the feature's
         resolution, values in [0, 1]) replaces the selector's map: a manual compression
         prompt (the paper's ablation, and the codec's own tests)."""
         h, w = rgb.shape[:2]
-        self._check_size(h, w)
         ph, pw = padded_size(h, w)
-        x = np.pad(rgb, ((0, ph - h), (0, pw - w), (0, 0)), mode="edge")
-        x = torch.from_numpy(np.ascontiguousarray(x)).permute(2, 0, 1)[None].float().div(255).to(self.device)
-        feats = self.extractor.upto((x - self.in_mean) / self.in_std, self.arch.selector_stages)
+        if importance is None and self.prompt_set is None:
+            raise ValueError("prompt-icm needs a task's prompt set (or a manual importance map) to encode")
+        c, t = self.arch.C, self.feature_tiling
+        fm = np.empty((c + 1, ph // 4, pw // 4), dtype=np.float32)  # f / scale, then the raw map
+
+        def tile(y0, y1, x0, x1):
+            # edge replication past the picture: the padding the decoder crops away again
+            x = torch.from_numpy(np.ascontiguousarray(tiled.padded_tile(rgb, y0, y1, x0, x1))).permute(2, 0, 1)[None]
+            x = x.float().div(255).to(self.device)
+            feats = self.extractor.upto((x - self.in_mean) / self.in_std, self.arch.selector_stages)
+            m = self.prompt_set.importance(feats) if importance is None else feats[0][:, :1] * 0
+            return torch.cat([feats[0] / self.arch.feature_scale, m], 1)[0].cpu().numpy()
+
+        run_tiled(tile, ph, pw, scale=Fraction(1, 4), tile=t.extractor, halo=t.extractor_halo, align=32, out=fm)
+        f = torch.from_numpy(fm)[None, :c].to(self.device)
         gamma = None
         if importance is not None:
-            m = torch.as_tensor(np.asarray(importance, np.float32), device=self.device).reshape(1, 1, *feats[0].shape[-2:])
-        elif self.prompt_set is not None:
-            m, gamma = self.prompt_set.importance(feats), self.prompt_set.contrast()
+            m = torch.as_tensor(np.asarray(importance, np.float32), device=self.device).reshape(1, 1, ph // 4, pw // 4)
         else:
-            raise ValueError("prompt-icm needs a task's prompt set (or a manual importance map) to encode")
+            m, gamma = torch.from_numpy(fm)[None, c:].to(self.device), self.prompt_set.contrast()
         m = m.clamp(0, 1)
-        return Analysed((ph, pw), feats[0] / self.arch.feature_scale, relative(m), m, gamma)
+        return Analysed((ph, pw), f, relative(m), m, gamma)
 
     @torch.no_grad()
     def code(self, an: Analysed, quality: float) -> Encoded:
-        y = self.g_a(an.f, steer(an.at(quality), quality))[0].cpu().numpy()
+        m_q = steer(an.at(quality), quality)
+        hf, wf = an.f.shape[-2:]
+        y = np.empty((self.arch.M, hf // 4, wf // 4), dtype=np.float32)
+
+        def g_a(y0, y1, x0, x1):
+            return self.g_a(an.f[..., y0:y1, x0:x1], m_q[..., y0:y1, x0:x1])[0].cpu().numpy()
+
+        t = self.feature_tiling
+        run_tiled(g_a, hf, wf, scale=Fraction(1, 4), tile=t.analysis, halo=t.analysis_halo, align=4, out=y)
         z = self._hyper_analysis(y)
         return super().code(self._finish_analysis(an.coded_size, y, z), quality)
 
@@ -235,13 +290,23 @@ class PromptIcmCodec(PromptSetBinding, HyperpriorCodec):
     # ---- decode ---------------------------------------------------------------------
     @torch.no_grad()
     def decode_features(self, z_bytes: bytes, y_bytes: bytes, coded_size, quality: float) -> torch.Tensor:
-        """Chunks -> f_hat (1 x C x h/4 x w/4, the extractor's units)."""
-        self._check_size(*coded_size)
+        """Chunks -> f_hat (1 x C x h/4 x w/4, the extractor's units; g_s in tiles)."""
         z_sym, y_sym, mean_g_fp, _ = self.decode_symbols(z_bytes, y_bytes, coded_size, quality)
-        y_hat = torch.from_numpy((y_sym + mean_g_fp / (1 << ACT_FRAC)).astype(np.float32))[None].to(self.device)
-        z_hat = torch.from_numpy((z_sym + self.z_median_fp[:, None, None] / (1 << ACT_FRAC)).astype(np.float32))
-        f_hat = self.g_s(y_hat, z_hat[None].to(self.device))
-        return torch.nan_to_num(f_hat) * self.arch.feature_scale
+        y_hat = (y_sym + mean_g_fp / (1 << ACT_FRAC)).astype(np.float32)
+        del y_sym, mean_g_fp
+        z_hat = (z_sym + self.z_median_fp[:, None, None] / (1 << ACT_FRAC)).astype(np.float32)
+        _, hy, wy = y_hat.shape
+        f_hat = np.empty((self.arch.C, 4 * hy, 4 * wy), dtype=np.float32)
+
+        def g_s(y0, y1, x0, x1):  # spans on a 4-latent grid: z's part is exact
+            yt = torch.from_numpy(y_hat[:, y0:y1, x0:x1])[None].to(self.device)
+            zt = torch.from_numpy(z_hat[:, y0 // 4:y1 // 4, x0 // 4:x1 // 4])[None].to(self.device)
+            return torch.nan_to_num(self.g_s(yt, zt))[0].cpu().numpy()
+
+        t = self.feature_tiling
+        run_tiled(g_s, hy, wy, scale=4, tile=t.synthesis, halo=t.synthesis_halo, align=4, out=f_hat)
+        f_hat *= self.arch.feature_scale
+        return torch.from_numpy(f_hat)[None].to(self.device)
 
     def decode_chunks(self, header: bitstream.Header, chunks: list[bitstream.Chunk]):
         """The task output (``produces = "features"``: the bound set's head finishes it)."""
@@ -250,7 +315,7 @@ class PromptIcmCodec(PromptSetBinding, HyperpriorCodec):
         f_hat = self.decode_features(z, y, coded, header.quality)
         if self.prompt_set is None:
             return f_hat
-        return self.prompt_set.finish(f_hat, coded, (header.height, header.width))
+        return self.prompt_set.finish(f_hat, coded, (header.height, header.width), self.feature_tiling)
 
 
 def _input_stats(name: str):

@@ -37,8 +37,10 @@ from icmcodec.methods.transtic.model import (PromptGenerator, SwinBlock, Transti
 # Each tile reads the receptive field of its layers (Swin blocks included: their windows
 # stay on the picture's grid); the prompt generator, a conv net run on the input tile,
 # reads about 31 pixels further, so tiles get 64 more, and start on a 64-pixel grid (a
-# multiple of every prompt map's scale, so a map's cut is the picture's)
-TRANSTIC_TILING = Tiling(analysis_margin=64, analysis_align=64)
+# multiple of every prompt map's scale, so a map's cut is the picture's). A tile of 512
+# reads about 1040 pixels square: at 3840x2160 the encode peaks at 1.3 GB with it and at
+# 1.5 GB with 640 (benchmarks/hostile.py)
+TRANSTIC_TILING = Tiling(analysis=512, analysis_margin=64, analysis_align=64)
 
 
 class PromptSet:
