@@ -707,3 +707,18 @@ def test_24_4_two_concurrent_workers_code_each_picture_once(env):
     assert left == {str(p.relative_to(env / "clean")) for p in (env / "clean").rglob("*") if p.is_file()}
     for name in left:
         assert (env / "out" / name).read_bytes() == (env / "clean" / name).read_bytes()
+
+
+# ---- issue 24, item 1: a header forged to the largest picture, every method ------------
+@pytest.mark.parametrize("key", SPEC_FILES, ids=lambda k: "-".join(k) if isinstance(k, tuple) else k)
+def test_24_a_file_forged_to_8192x8192_is_refused_cleanly_by_every_method(spec_files, key):
+    """Prompt-ICM stopped such files with an internal error (its 8.4 M pixel limit); now
+    every method takes a 2**26-pixel header to its payloads, which do not decode to a
+    picture that size: a clean rejection, not a crash and not a picture."""
+    data = spec_files[key]
+    for h, w in ((8192, 8192), (2900, 2900)):
+        forged = set_field(set_field(set_field(set_field(data, "height", h), "width", w), "coded_height", h),
+                           "coded_width", w + (-w % 64))
+        forged = set_field(forged, "coded_height", h + (-h % 64))
+        with pytest.raises(CLEAN):
+            pipeline.decode_bytes(forged)

@@ -65,6 +65,7 @@ class FeatureTiling:
     synthesis_halo: int = 16
     task: int = 512  # pixels
     task_halo: int = 192
+    task_whole: int = tiled.WHOLE  # pictures up to this a side run the task decoder whole
 
 
 def relative(m: torch.Tensor, gamma: torch.Tensor | None = None) -> torch.Tensor:
@@ -158,7 +159,7 @@ class PromptIcmSet:
             f_hat = f_hat[..., :-(-size[0] // 4), :-(-size[1] // 4)]  # the picture's own part, padding cut off
             logits = self.decoder(feature_view(f_hat, inp["resize_short"], inp["crop"]), (inp["crop"],) * 2)[0]
             return self.spec.postprocess(logits.float().cpu().numpy())
-        if not tiled.needs_tiles(*coded_size):
+        if max(coded_size) <= tiling.task_whole:
             logits = self.decoder(f_hat, coded_size)[0, :, :size[0], :size[1]]
             return self.spec.postprocess(logits.float().cpu().numpy())
 
