@@ -27,12 +27,12 @@ import numpy as np
 import torch
 import torch.nn as nn
 
-from icmcodec.layers.swin import TaskPrompts
+from icmcodec.layers.swin import SwinBlock, TaskPrompts
 from icmcodec.methods.base import PromptSetBinding
 from icmcodec.methods.hyperprior.codec import HyperpriorCodec, Tiling
 from icmcodec.methods.hyperprior.transforms import FixedGDN
-from icmcodec.methods.transtic.model import (PromptGenerator, SwinBlock, TransticConfig, build_tic_transforms,
-                                             prompted_scales)
+from icmcodec.methods.transtic.transforms import (PromptGenerator, TransticConfig, build_tic_transforms,
+                                                  prompted_scales)
 
 # Each tile reads the receptive field of its layers (Swin blocks included: their windows
 # stay on the picture's grid); the prompt generator, a conv net run on the input tile,
