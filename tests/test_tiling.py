@@ -123,3 +123,27 @@ def test_memory_per_pixel_is_bounded_by_the_tiles():
     out = subprocess.run([sys.executable, "-c", MEMORY_PROBE], capture_output=True, text=True, check=True)
     enc, dec = map(float, out.stdout.split())
     assert enc <= 16 and dec <= 16, (enc, dec)
+
+
+def test_the_context_method_in_tiles_codes_the_whole_runs_symbols():
+    """The context method tiles its transforms as the hyperprior does (its passes are
+    integer and whole): tiles against one run, encode and decode."""
+    from safetensors.numpy import load
+
+    from icmcodec.methods.context.codec import ContextCodec
+    from icmcodec.zoo import model_hash
+    from icmcodec.zoo.tiny import tiny_context_bytes
+
+    config, blob = tiny_context_bytes(0)
+    state = load(blob)
+    whole = ContextCodec(config, state, model_hash(blob))
+    small = ContextCodec(config, state, model_hash(blob),
+                         tiling=Tiling(analysis=64, hyper_analysis=4, hyper_synthesis=1, synthesis=4))
+    rgb = np.random.default_rng(7).integers(0, 256, (150, 210, 3), dtype=np.uint8)
+    a, b = whole.code(whole.analyse(rgb), 1.0), small.code(small.analyse(rgb), 1.0)
+    np.testing.assert_array_equal(a.symbols["z"], b.symbols["z"])
+    assert (a.symbols["y"] != b.symbols["y"]).mean() < 1e-3
+    data = pipeline.encode_image(rgb, quality=1.0, codec=whole)
+    r1 = pipeline.decode_bytes(data, codec=whole).rgb.astype(int)
+    r2 = pipeline.decode_bytes(data, codec=small).rgb.astype(int)
+    assert np.abs(r1 - r2).max() <= 1 and (r1 != r2).mean() < 1e-3
