@@ -29,3 +29,21 @@ def tasknet_dir(tmp_path):
         write_tiny_tasknet(folder, task, **kw)
         return folder
     return make
+
+
+def slow_icm(seconds: float, before_main: str = "") -> str:
+    """Python source of an ``icm`` whose every picture takes ``seconds`` longer to
+    encode (so a test can kill it mid-batch, or overlap two workers); ``before_main``
+    runs just before the command line is parsed."""
+    return f"""
+import os, sys, time
+from icmcodec import pipeline
+orig = pipeline.encode_image
+def slow(*a, **k):
+    time.sleep({seconds})
+    return orig(*a, **k)
+pipeline.encode_image = slow
+from cli.main import main
+{before_main}
+main(sys.argv[1:])
+"""

@@ -257,7 +257,7 @@ def test_10_link_loops_and_dangling_links_are_reported(env):
 
 # ---- files that break their own spec (issue 24, item 5): rules 8-11 of bitstream ----
 sys.path.insert(0, str(Path(__file__).parent))
-from conftest import write_tiny_tasknet  # noqa: E402
+from conftest import slow_icm, write_tiny_tasknet  # noqa: E402
 
 # (method, task) of the files below: every method, recon where it codes a picture and a
 # machine task through its task network or prompt set
@@ -653,22 +653,14 @@ def test_24_4_claimed_inputs_are_skipped_and_reported(env):
     assert "4 ok" in icm("encode", "in", "--out-dir", "o2", "--model", "test-tiny-0").output
 
 
-COOPERATING = """
-import os, sys, time
-from icmcodec import pipeline
-orig = pipeline.encode_image
-def slow(*a, **k):
-    time.sleep(0.4)
-    return orig(*a, **k)
-pipeline.encode_image = slow
-from cli.main import main
-barrier = sys.argv.pop(1)  # start together, so the two workers really overlap
+# start together, so the two workers really overlap
+COOPERATING = slow_icm(0.4, """
+barrier = sys.argv.pop(1)
 open(os.path.join(barrier, str(os.getpid())), "w").close()
 deadline = time.time() + 60
 while len(os.listdir(barrier)) < 2 and time.time() < deadline:
     time.sleep(0.01)
-main(sys.argv[1:])
-"""
+""")
 
 
 def test_24_4_two_concurrent_workers_code_each_picture_once(env):

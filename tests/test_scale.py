@@ -22,6 +22,8 @@ from cli.main import main
 from icmcodec import pipeline
 from icmcodec.zoo.tiny import tiny_codec, write_tiny_model
 
+from conftest import slow_icm
+
 
 def picture(h=96, w=128, seed=0):
     rng = np.random.default_rng(seed)
@@ -148,17 +150,7 @@ def test_manifest_lines_describe_each_output(folder):
     assert r.exit_code == 0 and len((folder / "d.jsonl").read_text().splitlines()) == 12
 
 
-KILLABLE = """
-import sys, time
-from icmcodec import pipeline
-orig = pipeline.encode_image
-def slow(*a, **k):
-    time.sleep(0.3)
-    return orig(*a, **k)
-pipeline.encode_image = slow
-from cli.main import main
-main(sys.argv[1:])
-"""
+KILLABLE = slow_icm(0.3)
 
 
 def test_a_killed_batch_resumes_to_the_clean_run(folder):
