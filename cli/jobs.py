@@ -36,6 +36,18 @@ class Claimed(Skipped):
     """What ``work(job)`` returns for an output another worker has claimed (:mod:`cli.claims`)."""
 
 
+def claim_or_skip(claims, output: Path | None, done, label: str) -> Skipped | None:
+    """For ``--skip-existing``: a :class:`Skipped` if the input's outputs are all there
+    (``done()``), a :class:`Claimed` if another worker holds ``output``'s claim, else
+    None with the claim taken. ``done`` is asked again once claimed: another worker may
+    have finished between the look and the claim."""
+    if done():
+        return Skipped(f"{label}: already there")
+    if not claims.take(output):
+        return Claimed(f"{label}: claimed by another worker, skipped")
+    return Skipped(f"{label}: already there") if done() else None
+
+
 @dataclass
 class Job:
     src: str  # path, or "-" for stdin bytes

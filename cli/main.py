@@ -20,7 +20,7 @@ from icmcodec.registry import TASK_NAMES
 from cli.claims import Claims
 from cli.errors import IcmGroup
 from cli.jobs import (
-    Chunked, Claimed, InputError, Job, Manifest, Outputs, Skipped, check_out, collect, fail as _fail, image_jobs,
+    Chunked, InputError, Job, Manifest, Outputs, check_out, claim_or_skip, collect, fail as _fail, image_jobs,
     output_files, output_path, quiet_torch_warnings, run_batch, select_shard,
 )
 
@@ -160,12 +160,8 @@ def encode(inputs, out, out_dir, task, quality, model, method, task_model, bpp, 
         t0 = time.time()
         dst = output_path(job, out, out_dir, ".icm")
         try:
-            if skip(job):
-                return Skipped(f"{job.src} -> {dst}: already there")
-            if not claims.take(dst):
-                return Claimed(f"{job.src} -> {dst}: claimed by another worker, skipped")
-            if skip(job):  # finished by another worker between the look and the claim
-                return Skipped(f"{job.src} -> {dst}: already there")
+            if (note := claim_or_skip(claims, dst, lambda: skip(job), f"{job.src} -> {dst}")) is not None:
+                return note
             rgb, an = chunks.get(job)
             try:
                 data = pipeline.encode_image(rgb, task=task, quality=quality, codec=codec, tasknet=tasknet, bpp=bpp,
@@ -250,13 +246,9 @@ def decode(inputs, out, out_dir, task, shard, skip_existing, manifest, device):
                 def there() -> bool:
                     return all(p is not None and p.is_file() for p, _ in planned)
 
-                if there():
-                    return Skipped(f"{job.src}: outputs already there")
-                if not claims.take(planned[0][0]):
-                    return Claimed(f"{job.src}: claimed by another worker, skipped")
                 claimed = planned[0][0]
-                if there():  # finished by another worker between the look and the claim
-                    return Skipped(f"{job.src}: outputs already there")
+                if (note := claim_or_skip(claims, claimed, there, f"{job.src} -> {claimed}")) is not None:
+                    return note
             codec = pipeline.codec_for(hd, device)  # cached after the first
             t0 = time.time()
             res = pipeline.decode_bytes(data, task=task, codec=codec)
