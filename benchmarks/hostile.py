@@ -127,7 +127,7 @@ def fuzz_sets(methods: list[str] | None) -> list[dict]:
             if task not in {t.name.lower() for t in spec.tasks}:
                 continue
             tasknet = None
-            if task != "recon" and not spec.artifact:
+            if task != "recon" and not spec.adapter:
                 tasknet = pipeline.load_tasknet(task, device="cpu")
             out.append({"method": name, "model": codec.config.get("name"), "task": task, "codec": codec,
                         "tasknet": tasknet})

@@ -42,7 +42,7 @@ def main(argv=None) -> None:
 
     spec = task_spec(a.task)
     codec = pipeline.load_codec(a.model, method="prompt-icm", device="cpu")
-    codec = codec.bound(pipeline.load_artifact(codec, a.task))
+    codec = codec.bound(pipeline.load_adapter(codec, a.task))
     samples = spread(spec.dataset(a.data, a.split), a.count)
     fig, axes = plt.subplots(len(samples), 3, figsize=(10, 2.6 * len(samples)), dpi=100, squeeze=False)
     with torch.no_grad():

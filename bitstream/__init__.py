@@ -27,8 +27,8 @@ All integers are little-endian. A file is ``header | chunk table | payloads | cr
                                   rounded up to a multiple of ``PAD_UNIT`` (64)
     48     4     coded_width      padded width, the same rule
     52     16    model_hash       first 16 bytes of SHA-256 of the base model file
-    68     16    adapter_hash     first 16 bytes of SHA-256 of the per-task artifact the
-                                  decoder needs: the task adapter or prompt set of the
+    68     16    adapter_hash     first 16 bytes of SHA-256 of the per-task adapter the
+                                  decoder needs: the task adapter (a prompt set, DoRA weights, ...) of the
                                   method, or, for methods that code a picture
                                   (hyperprior, context), the task network it runs on
                                   the picture; 16 zero bytes for none (recon)
@@ -63,8 +63,8 @@ Reading rules (each failure raises its own subclass of ``BitstreamError``):
    reserved flags: ``UnknownValueError``. A method the file's minor version does not
    define (``CONTEXT`` in a file that says 1.0): ``UnknownValueError``.
    ``adapter_hash`` is 16 zero bytes if and only if the task is ``RECON``: a recon file
-   names no artifact, a machine-task file always names the one its decoder needs (the
-   task network or the prompt set, see below); either way round: ``UnknownValueError``.
+   names no adapter, a machine-task file always names the one its decoder needs (the
+   task network or the adapter, see below); either way round: ``UnknownValueError``.
 9. A chunk of a type this reader does not know is skipped if its ``required`` flag is
    clear and the file's minor version is newer than the reader's (a newer minor version
    may add those), refused with ``UnsupportedFeatureError`` if the flag is set, and
@@ -108,7 +108,7 @@ write such files, so every file they made is still read.
 Methods and their payloads (all 1.x): ``HYPERPRIOR`` (1), ``TRANSTIC`` (2) and
 ``PROMPT_ICM`` (3) write one HYPER and one LATENT chunk, in this order, each one 1.0
 stream; ``CONTEXT`` (6) the same two chunks, its LATENT as above. No 1.x method writes a
-SIDE chunk. TransTIC and Prompt-ICM name their per-task prompt set in
+SIDE chunk. TransTIC and Prompt-ICM name their per-task adapter in
 ``adapter_hash`` (16 zero bytes: TransTIC's plain TIC picture). A Prompt-ICM payload codes
 a backbone's stage-1 features, not a picture: its decoder gives the task of the header
 and nothing else.
@@ -399,7 +399,7 @@ def _check_fields(header: Header) -> None:
                                 "(added in 1.1)")
     if (header.task == TaskTag.RECON) != (header.adapter_hash == bytes(16)):
         raise UnknownValueError("a recon file must have 16 zero bytes as adapter_hash" if header.task == TaskTag.RECON
-                                else f"a {header.task.name.lower()} file must name its task network or prompt set "
+                                else f"a {header.task.name.lower()} file must name its task network or adapter "
                                      "in adapter_hash, not 16 zero bytes")
 
 

@@ -133,10 +133,10 @@ def encode(inputs, out, out_dir, task, quality, model, method, task_model, bpp, 
             _fail(f"method {codec.method} does not code task {task}")
         if bpp is None and max_bytes is None:
             pipeline.check_quality(codec, quality)
-        if task != "recon" and METHODS[codec.method].artifact:
-            # the artifact (a prompt set) names its task network; --task-model picks the set made for one
+        if task != "recon" and METHODS[codec.method].adapter:
+            # the adapter names its task network; --task-model picks the adapter made for one
             tasknet = pipeline.load_tasknet(task, task_model, device=device) if task_model else None
-            codec = codec.bound(pipeline.load_artifact(codec, task, tasknet_hash=tasknet.hash if tasknet else None))
+            codec = codec.bound(pipeline.load_adapter(codec, task, tasknet_hash=tasknet.hash if tasknet else None))
         else:
             tasknet = (pipeline.load_tasknet(task, task_model, device=device)
                        if task != "recon" and codec.produces == "picture" else None)
@@ -377,7 +377,7 @@ def models(as_json):
             "params": _param_count(m.weights, m.kind), "bytes": m.bytes, "path": str(m.path),
             "clean_metric": clean or None,
             **({"base_hash": m.config.get("base_hash"), "tasknet_hash": m.config.get("tasknet_hash")}
-               if m.kind == "promptset" else {}),
+               if m.kind == "adapter" else {}),
         })
     if as_json:
         click.echo(json.dumps(rows))
@@ -391,7 +391,7 @@ def models(as_json):
         q = "{:g}..{:g}".format(*r["quality_range"]) if r["quality_range"] else "-"
         c = r["clean_metric"]
         cv = f"  {c['metric']} {c['value']:.3f}" if c else ""
-        if r["kind"] == "promptset":
+        if r["kind"] == "adapter":
             cv = f"  prompt set on model {r['base_hash'][:12]}"
         click.echo(f"{r['name']:{nw}s} {r['task']:8s} {r['method']:12s} {q:10s} {r['params']:9d} {r['bytes']:9d}{cv}")
 

@@ -66,22 +66,22 @@ def load_codec(model: str | None = None, *, method: str | None = None, model_has
 
 
 @lru_cache(maxsize=16)
-def _load_artifact(path: str, artifact_hash: bytes, codec):
+def _load_adapter(path: str, artifact_hash: bytes, codec):
     entry = zoo.entry_at(path)
     config, state, h = zoo.load_state(entry)
     try:
-        return codec.load_prompt_set(config, state, h)
+        return codec.load_adapter(config, state, h)
     except ValueError as e:
         raise UsageError(str(e)) from None
 
 
-def load_artifact(codec, task: str, *, name: str | None = None, model_hash: bytes | None = None,
+def load_adapter(codec, task: str, *, name: str | None = None, model_hash: bytes | None = None,
                   tasknet_hash: bytes | None = None):
     """The per-task artifact of an artifact method (a prompt set) for ``codec``'s base:
     by name, by the hash a header names, or the task's default among those made for this
     base (and, given ``tasknet_hash``, for that task network)."""
-    kind = METHODS[codec.method].artifact
-    what = kind.replace("promptset", "prompt set")
+    kind = METHODS[codec.method].adapter
+    what = "adapter"
     try:
         if name is not None or model_hash is not None:
             entry = zoo.find(name, task=task, model_hash=model_hash, kind=kind)
@@ -99,7 +99,7 @@ def load_artifact(codec, task: str, *, name: str | None = None, model_hash: byte
         raise UsageError(str(e)) from None
     if entry.config.get("task") != task:
         raise UsageError(f"{what} {entry.name} is for {entry.config.get('task')}, not {task}")
-    return _load_artifact(str(entry.path.resolve()), entry.hash(), codec)
+    return _load_adapter(str(entry.path.resolve()), entry.hash(), codec)
 
 
 @lru_cache(maxsize=8)
@@ -178,10 +178,10 @@ def encode_image(rgb: np.ndarray, *, task: str = "recon", quality: float | None 
     if TASK_NAMES[task] not in spec.tasks:
         raise UsageError(f"method {spec.name} does not code task {task}")
     adapter_hash = bytes(16)
-    if task != "recon" and spec.artifact:
-        art = codec.artifact
+    if task != "recon" and spec.adapter:
+        art = codec.adapter
         if art is None or art.task != task or (tasknet is not None and art.tasknet_hash != tasknet.hash):
-            art = load_artifact(codec, task, tasknet_hash=tasknet.hash if tasknet is not None else None)
+            art = load_adapter(codec, task, tasknet_hash=tasknet.hash if tasknet is not None else None)
             codec = codec.bound(art)
             analysis = None  # an analysis made without this artifact's encoder prompts does not apply
         adapter_hash = art.hash
@@ -345,8 +345,8 @@ def decode_bytes(data: bytes, *, task: str | None = None, device: str = "auto", 
                          + (" (its method codes a picture: --task recon gives it)" if codec.produces == "picture"
                             else ""))
     net_hash = hd.adapter_hash
-    if METHODS[codec.method].artifact and hd.adapter_hash != bytes(16):
-        art = load_artifact(codec, own, model_hash=hd.adapter_hash)
+    if METHODS[codec.method].adapter and hd.adapter_hash != bytes(16):
+        art = load_adapter(codec, own, model_hash=hd.adapter_hash)
         codec, net_hash = codec.bound(art), art.tasknet_hash
     if task != "recon" and codec.produces == "picture":
         if tasknet is None:
@@ -359,10 +359,10 @@ def decode_bytes(data: bytes, *, task: str | None = None, device: str = "auto", 
     if codec.produces != "picture":
         # the method's decoder finishes the task itself (Prompt-ICM: prompts and head on
         # the task network's later stages); its artifact writes the output
-        if codec.artifact is None:
-            raise UsageError(f"the file names no {(METHODS[codec.method].artifact or 'artifact').replace('promptset', 'prompt set')} to decode its task with")
+        if codec.adapter is None:
+            raise UsageError(f"the file names no {adapter} to decode its task with")
         out = codec.decode_chunks(hd, c.chunks)
-        return Decoded(hd, task, None, bitstream.bits_per_pixel(c), output=out, tasknet=codec.artifact)
+        return Decoded(hd, task, None, bitstream.bits_per_pixel(c), output=out, tasknet=codec.adapter)
     rgb = codec.decode_chunks(hd, c.chunks)
     res = Decoded(hd, task, rgb, bitstream.bits_per_pixel(c))
     if tasknet is not None:

@@ -22,9 +22,9 @@ class MethodSpec:
     # what the decoder produces: "picture" (a task network runs on it for machine tasks),
     # "features" (a decoder-side head finishes the task) or "task" (the output itself)
     produces: str = "picture"
-    # the zoo kind of the per-task artifact a machine-task file names in adapter_hash
+    # the zoo kind of the per-task adapter a machine-task file names in adapter_hash
     # (None: the task network itself, for methods that code a plain picture)
-    artifact: str | None = None
+    adapter: str | None = None
     # "codec", "export", "trainable" (shipped state -> trainable model), "model",
     # "config": "module:attribute"
     code: dict = field(default_factory=dict)
@@ -78,7 +78,7 @@ METHODS: dict[str, MethodSpec] = {
                    "TIC (Swin-transformer blocks in the transforms) transferred to a machine task by a prompt "
                    "set: instance prompts at the encoder, task prompts at the decoder (TransTIC); the decoder "
                    "runs the task's clean network on the machine-oriented picture",
-                   artifact="promptset",
+                   adapter="adapter",
                    code={"codec": _transtic("codec:TransticCodec"), "export": _transtic("export:main"),
                          "trainable": _transtic("export:trainable_from_state"), "model": _transtic("model:TIC"),
                          "config": _transtic("model:TransticConfig")}),
@@ -87,7 +87,7 @@ METHODS: dict[str, MethodSpec] = {
                    "steered per task by an importance map (compression prompt); the decoder finishes the task "
                    "with task-adaptive prompts in the task network's frozen later stages and its head "
                    "(Prompt-ICM); no picture",
-                   produces="features", artifact="promptset",
+                   produces="features", adapter="adapter",
                    code={"codec": _prompt_icm("codec:PromptIcmCodec"), "export": _prompt_icm("export:main"),
                          "trainable": _prompt_icm("export:trainable_from_state"),
                          "model": _prompt_icm("model:make_feature_codec"),

@@ -260,17 +260,17 @@ sys.path.insert(0, str(Path(__file__).parent))
 from conftest import slow_icm, write_tiny_tasknet  # noqa: E402
 
 # (method, task) of the files below: every method, recon where it codes a picture and a
-# machine task through its task network or prompt set
+# machine task through its task network or adapter
 SPEC_FILES = [("hyperprior", "recon"), ("hyperprior", "semseg"), ("context", "recon"), ("context", "semseg"),
               ("transtic", "recon"), ("transtic", "semseg"), ("prompt-icm", "semseg")]
 
 
 @pytest.fixture(scope="module")
 def spec_models(tmp_path_factory):
-    """Tiny models of every method, a tiny semseg network and a prompt set per artifact
+    """Tiny models of every method, a tiny semseg network and a prompt set per adapter
     method: the model folder (for ICM_MODEL_PATH) and one valid file per SPEC_FILES entry."""
-    from icmcodec.zoo.tiny import (write_tiny_context_model, write_tiny_prompt_icm_model, write_tiny_prompt_icm_set,
-                                   write_tiny_prompt_set, write_tiny_transtic_model)
+    from icmcodec.zoo.tiny import (write_tiny_context_model, write_tiny_prompt_icm_model, write_tiny_prompt_icm_adapter,
+                                   write_tiny_transtic_adapter, write_tiny_transtic_model)
 
     models = tmp_path_factory.mktemp("spec") / "models"
     net = models / "tiny-semseg"
@@ -280,8 +280,8 @@ def spec_models(tmp_path_factory):
     write_tiny_context_model(models / "spec-context")
     write_tiny_transtic_model(models / "spec-transtic")
     write_tiny_prompt_icm_model(models / "spec-picm")
-    write_tiny_prompt_set(models / "spec-transtic-semseg", models / "spec-transtic", net, "semseg")
-    write_tiny_prompt_icm_set(models / "spec-picm-semseg", models / "spec-picm", net, "semseg")
+    write_tiny_transtic_adapter(models / "spec-transtic-semseg", models / "spec-transtic", net, "semseg")
+    write_tiny_prompt_icm_adapter(models / "spec-picm-semseg", models / "spec-picm", net, "semseg")
     old = os.environ.get("ICM_MODEL_PATH")
     os.environ["ICM_MODEL_PATH"] = f"{models}{os.pathsep}{GOLDEN}"
     try:
@@ -345,7 +345,7 @@ def test_spec_a_recon_file_with_an_adapter_hash_is_refused(spec_files, key):
 
 @pytest.mark.parametrize("key", [k for k in SPEC_FILES if k[1] != "recon"], ids="-".join)
 def test_spec_a_machine_task_file_without_an_adapter_hash_is_refused(spec_files, key):
-    with pytest.raises(bitstream.UnknownValueError, match="must name its task network or prompt set"):
+    with pytest.raises(bitstream.UnknownValueError, match="must name its task network or adapter"):
         pipeline.decode_bytes(set_field(spec_files[key], "adapter_hash", bytes(16)))
     # a recon file relabelled as a machine task: the same rule
     if (key[0], "recon") in spec_files:

@@ -12,14 +12,14 @@ from cli.main import main
 from icmcodec import pipeline
 from icmcodec.registry import METHODS
 from icmcodec.zoo.tiny import (write_tiny_context_model, write_tiny_model, write_tiny_prompt_icm_model,
-                               write_tiny_prompt_icm_set, write_tiny_prompt_set, write_tiny_transtic_model)
+                               write_tiny_prompt_icm_adapter, write_tiny_transtic_adapter, write_tiny_transtic_model)
 
 # a tiny model writer per method: a new method without one fails test_every_method_is_covered
 TINY = {"hyperprior": (write_tiny_model, "test-tiny-0"), "context": (write_tiny_context_model, "test-tiny-context-0"),
         "transtic": (write_tiny_transtic_model, "test-tiny-transtic-0"),
         "prompt-icm": (write_tiny_prompt_icm_model, "test-tiny-prompt-icm-0")}
-# methods whose machine-task files name a per-task artifact: a writer of one for semseg
-ARTIFACTS = {"transtic": write_tiny_prompt_set, "prompt-icm": write_tiny_prompt_icm_set}
+# methods whose machine-task files name a per-task adapter: a writer of one for semseg
+ARTIFACTS = {"transtic": write_tiny_transtic_adapter, "prompt-icm": write_tiny_prompt_icm_adapter}
 
 
 def test_every_method_is_covered():

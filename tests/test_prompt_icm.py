@@ -1,5 +1,5 @@
 """Prompt-ICM on tiny seeded models: the importance map steers the bits, files round-trip,
-artifacts are checked, symbols are exact, the backbone cut is the backbone."""
+adapters are checked, symbols are exact, the backbone cut is the backbone."""
 import json
 import os
 import subprocess
@@ -13,7 +13,7 @@ import bitstream
 from icmcodec import pipeline
 from icmcodec.methods.prompt_icm.model import TaskDecoder, random_maps
 from icmcodec.methods.prompt_icm.staged import Staged
-from icmcodec.zoo.tiny import TINY_PVT, write_tiny_prompt_icm_model, write_tiny_prompt_icm_set
+from icmcodec.zoo.tiny import TINY_PVT, write_tiny_prompt_icm_model, write_tiny_prompt_icm_adapter
 
 BASE = "test-tiny-prompt-icm-0"
 
@@ -24,7 +24,7 @@ def models(tmp_path, monkeypatch, tasknet_dir):
     write_tiny_prompt_icm_model(root / BASE)
     nets = {t: tasknet_dir(t, **({"labels": ["a", "b", "c"]} if t == "cls" else {})) for t in ("semseg", "cls")}
     for t, net in nets.items():
-        write_tiny_prompt_icm_set(root / f"picm-{t}", root / BASE, net, t)
+        write_tiny_prompt_icm_adapter(root / f"picm-{t}", root / BASE, net, t)
     monkeypatch.setenv("ICM_MODEL_PATH", str(root))
     return root
 
@@ -71,10 +71,10 @@ def test_round_trip_through_files_for_each_task(models):
         out = pipeline.decode_bytes(data).output
         assert out.shape == ((40, 56) if task == "semseg" else (3,))
         # the file's output is the in-memory path's: features -> the set's decoder
-        bound = codec.bound(pipeline.load_artifact(codec, task))
+        bound = codec.bound(pipeline.load_adapter(codec, task))
         f_hat = bound.decode_features(bitstream.unpack(data).chunks[0].data, bitstream.unpack(data).chunks[1].data,
                                       (hd.coded_height, hd.coded_width), hd.quality)
-        np.testing.assert_array_equal(out, bound.artifact.finish(f_hat, (hd.coded_height, hd.coded_width), (40, 56)))
+        np.testing.assert_array_equal(out, bound.adapter.finish(f_hat, (hd.coded_height, hd.coded_width), (40, 56)))
 
 
 def test_recon_is_a_clear_error_and_a_file_without_a_set_is_refused(models):
@@ -89,17 +89,17 @@ def test_recon_is_a_clear_error_and_a_file_without_a_set_is_refused(models):
     from icmcodec.bench.forge import set_field
 
     forged = set_field(data, "adapter_hash", bytes(16))
-    with pytest.raises(bitstream.BitstreamError, match="must name its task network or prompt set"):
+    with pytest.raises(bitstream.BitstreamError, match="must name its task network or adapter"):
         pipeline.decode_bytes(forged)
 
 
 def test_an_artifact_for_another_base_is_refused(models, tasknet_dir):
     other = models / "other-base"
     write_tiny_prompt_icm_model(other, seed=3)
-    write_tiny_prompt_icm_set(models / "picm-semseg-other", other, tasknet_dir("semseg"), "semseg")
+    write_tiny_prompt_icm_adapter(models / "picm-semseg-other", other, tasknet_dir("semseg"), "semseg")
     codec = pipeline.load_codec(BASE, device="cpu")
     with pytest.raises(pipeline.UsageError, match="was made for base"):
-        pipeline.load_artifact(codec, "semseg", name="picm-semseg-other")
+        pipeline.load_adapter(codec, "semseg", name="picm-semseg-other")
 
 
 SYMBOLS = """
@@ -173,16 +173,16 @@ def test_ablation_sets_a_constant_map_and_fine_tuned_stages(models, tasknet_dir)
     from safetensors.numpy import load_file
 
     net = models.parent / "models" / "tiny-semseg"
-    write_tiny_prompt_icm_set(models / "picm-uniform", models / BASE, net, "semseg", uniform=True)
-    write_tiny_prompt_icm_set(models / "picm-finetuned", models / BASE, net, "semseg", finetune=True)
+    write_tiny_prompt_icm_adapter(models / "picm-uniform", models / BASE, net, "semseg", uniform=True)
+    write_tiny_prompt_icm_adapter(models / "picm-finetuned", models / BASE, net, "semseg", finetune=True)
     assert not any(k.startswith("selector.") for k in load_file(models / "picm-uniform" / "model.safetensors"))
     codec = pipeline.load_codec(BASE, device="cpu")
     rgb = noise(64, 64)
-    uni = codec.bound(pipeline.load_artifact(codec, "semseg", name="picm-uniform"))
+    uni = codec.bound(pipeline.load_adapter(codec, "semseg", name="picm-uniform"))
     assert torch.equal(uni.analyse(rgb).m, torch.ones((1, 1, 16, 16)))
     tasknet = pipeline.load_tasknet("semseg", device="cpu")
     before = {k: v.clone() for k, v in tasknet.net.state_dict().items()}
-    ft = codec.bound(pipeline.load_artifact(codec, "semseg", name="picm-finetuned"))
+    ft = codec.bound(pipeline.load_adapter(codec, "semseg", name="picm-finetuned"))
     data = pipeline.encode_image(rgb, task="semseg", codec=ft)
     assert pipeline.decode_bytes(data).output.shape == (64, 64)
     # the fine-tuned stages are the set's own copy: the installed task network is untouched
@@ -192,12 +192,12 @@ def test_ablation_sets_a_constant_map_and_fine_tuned_stages(models, tasknet_dir)
 
 def test_a_learned_contrast_flattens_or_sharpens_the_map_per_quality(models):
     net = models.parent / "models" / "tiny-semseg"
-    write_tiny_prompt_icm_set(models / "picm-plain", models / BASE, net, "semseg")
-    write_tiny_prompt_icm_set(models / "picm-flat", models / BASE, net, "semseg", contrast=(-40.0, 0.0))  # gamma ~ 0
-    write_tiny_prompt_icm_set(models / "picm-sharp", models / BASE, net, "semseg", contrast=(0.0, 8.0))  # softplus(2q)
+    write_tiny_prompt_icm_adapter(models / "picm-plain", models / BASE, net, "semseg")
+    write_tiny_prompt_icm_adapter(models / "picm-flat", models / BASE, net, "semseg", contrast=(-40.0, 0.0))  # gamma ~ 0
+    write_tiny_prompt_icm_adapter(models / "picm-sharp", models / BASE, net, "semseg", contrast=(0.0, 8.0))  # softplus(2q)
     codec = pipeline.load_codec(BASE, device="cpu")
     rgb = noise(64, 64, seed=3)
-    plain, flat, sharp = (codec.bound(pipeline.load_artifact(codec, "semseg", name=n)).analyse(rgb)
+    plain, flat, sharp = (codec.bound(pipeline.load_adapter(codec, "semseg", name=n)).analyse(rgb)
                           for n in ("picm-plain", "picm-flat", "picm-sharp"))
     assert torch.equal(flat.m, plain.m) and plain.m.std() > 0.01  # the same selector draws the same map
     ones = torch.ones_like(plain.m)
@@ -239,6 +239,6 @@ def test_task_training_runs_resumes_and_exports_a_set_that_codes(models, tmp_pat
     with pytest.raises(SystemExit, match="--qualities"):
         train(args + ["--run", str(tmp_path / "bad"), "--qualities", "0,5", "--steps", "1"])
     codec = pipeline.load_codec(BASE, device="cpu")
-    bound = codec.bound(pipeline.load_artifact(codec, "cls", name="trained-cls"))
+    bound = codec.bound(pipeline.load_adapter(codec, "cls", name="trained-cls"))
     out = pipeline.decode_bytes(pipeline.encode_image(noise(40, 48), task="cls", codec=bound)).output
     assert out.shape == (3,) and abs(out.sum() - 1) < 1e-6

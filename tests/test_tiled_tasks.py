@@ -72,7 +72,7 @@ def test_the_shipped_segmentation_network_in_tiles_agrees_with_one_run():
 @pytest.fixture(scope="module")
 def picm():
     codec = pipeline.load_codec("picm-lite0", device="cpu")
-    return codec.bound(pipeline.load_artifact(codec, "semseg"))
+    return codec.bound(pipeline.load_adapter(codec, "semseg"))
 
 
 def with_tiling(codec, tiling):

@@ -13,7 +13,7 @@ from icmcodec.methods.hyperprior.codec import Tiling
 from icmcodec.methods.hyperprior.model import GainedHyperprior
 from icmcodec.methods.hyperprior.transforms import HyperpriorConfig
 from icmcodec.methods.transtic.model import NAMED, TIC, TransTIC, TransticConfig, from_hyperprior, prompted_scales
-from icmcodec.zoo.tiny import (tiny_codec, tiny_transtic_model, write_tiny_model, write_tiny_prompt_set,
+from icmcodec.zoo.tiny import (tiny_codec, tiny_transtic_model, write_tiny_model, write_tiny_transtic_adapter,
                                write_tiny_transtic_model)
 
 TINY = dict(N=16, M=16, Nz=8, Nh=16, levels=2, lambdas=(0.01, 0.05), window=4, depth=2, heads=2,
@@ -103,10 +103,10 @@ def zoo_dir(tmp_path, monkeypatch):
     write_tiny_transtic_model(m / "tt-id", active=False)
     write_tiny_model(m / "hp")
     write_tiny_tasknet(m / "seg", "semseg", name="tiny-semseg")
-    write_tiny_prompt_set(m / "ps-seg", m / "tt", m / "seg", "semseg")
-    write_tiny_prompt_set(m / "ps-seg-dec", m / "tt", m / "seg", "semseg", encoder=False)
+    write_tiny_transtic_adapter(m / "ps-seg", m / "tt", m / "seg", "semseg")
+    write_tiny_transtic_adapter(m / "ps-seg-dec", m / "tt", m / "seg", "semseg", encoder=False)
     monkeypatch.setenv("ICM_MODEL_PATH", str(m))
-    pipeline._load_artifact.cache_clear()
+    pipeline._load_adapter.cache_clear()
     return m
 
 
@@ -138,7 +138,7 @@ def test_without_encoder_prompts_the_stream_is_tics(zoo_dir):
     tic = pipeline.load_codec("test-tiny-transtic-0", device="cpu")
     net = pipeline.load_tasknet("semseg", "tiny-semseg", device="cpu")
     recon = pipeline.encode_image(rgb, quality=1, codec=tic)
-    dec_only = pipeline.encode_image(rgb, quality=1, codec=tic.bound(pipeline.load_artifact(
+    dec_only = pipeline.encode_image(rgb, quality=1, codec=tic.bound(pipeline.load_adapter(
         tic, "semseg", name="ps-seg-dec")))
     both = pipeline.encode_image(rgb, quality=1, codec=tic, task="semseg", tasknet=net)
     assert payloads(dec_only) == payloads(recon) and payloads(both) != payloads(recon)
@@ -153,7 +153,7 @@ def test_a_file_decodes_to_the_in_memory_model_and_names_its_prompt_set(zoo_dir)
     rgb = picture(128, 192)  # a multiple of 64: the trainable model needs no padding
     data = pipeline.encode_image(rgb, quality=1, model="test-tiny-transtic-0", task="semseg", device="cpu")
     hd = bitstream.unpack(data).header
-    ps = pipeline.load_artifact(pipeline.load_codec("test-tiny-transtic-0", device="cpu"), "semseg")
+    ps = pipeline.load_adapter(pipeline.load_codec("test-tiny-transtic-0", device="cpu"), "semseg")
     assert hd.adapter_hash == ps.hash and hd.task == bitstream.TaskTag.SEMSEG
     res = pipeline.decode_bytes(data, device="cpu")
     net = pipeline.load_tasknet("semseg", "tiny-semseg", device="cpu")
@@ -176,17 +176,17 @@ def test_a_prompt_set_for_another_base_is_refused(zoo_dir):
     other = pipeline.load_codec("test-tiny-transtic-0-identity", device="cpu")
     from icmcodec import zoo
 
-    entry = zoo.find("ps-seg", kind="promptset")
+    entry = zoo.find("ps-seg", kind="adapter")
     config, state, h = zoo.load_state(entry)
     with pytest.raises(ValueError, match="made for base"):
-        other.load_prompt_set(config, state, h)
-    with pytest.raises(pipeline.UsageError, match="no prompt set for task semseg"):
+        other.load_adapter(config, state, h)
+    with pytest.raises(pipeline.UsageError, match="no adapter for task semseg"):
         pipeline.encode_image(picture(), quality=1, codec=other, task="semseg")
 
 
 def test_tiled_coding_with_prompts_matches_one_whole_run(zoo_dir):
     whole = pipeline.load_codec("test-tiny-transtic-0", device="cpu")
-    ps = pipeline.load_artifact(whole, "semseg")
+    ps = pipeline.load_adapter(whole, "semseg")
     small = whole.bound(ps)
     small.tiling = Tiling(analysis=64, hyper_analysis=4, hyper_synthesis=2, synthesis=4,
                           analysis_margin=whole.tiling.analysis_margin, analysis_align=whole.tiling.analysis_align)
@@ -230,9 +230,9 @@ def test_prompt_training_runs_resumes_and_exports_a_working_set(zoo_dir, tmp_pat
     assert rows[0].startswith("step,lr,loss,bpp,distance")
     out = zoo_dir / "trained"
     train.main(["--run", str(run), "--export", str(out), "--name", "tt-trained"])
-    pipeline._load_artifact.cache_clear()
+    pipeline._load_adapter.cache_clear()
     codec = pipeline.load_codec("test-tiny-transtic-0", device="cpu")
-    ps = pipeline.load_artifact(codec, "semseg", name="tt-trained")
+    ps = pipeline.load_adapter(codec, "semseg", name="tt-trained")
     data_b = pipeline.encode_image(picture(), quality=1, codec=codec.bound(ps))
     assert pipeline.decode_bytes(data_b, codec=codec.bound(ps)).rgb.shape == (64, 96, 3)
 
@@ -281,17 +281,17 @@ def test_a_missing_prompt_set_is_one_clear_line(zoo_dir, tmp_path, monkeypatch):
     assert r.exit_code == 0, r.output
     shutil.rmtree(zoo_dir / "ps-seg")
     shutil.rmtree(zoo_dir / "ps-seg-dec")
-    pipeline._load_artifact.cache_clear()
+    pipeline._load_adapter.cache_clear()
     r = run("decode", "s.icm")
-    assert r.exit_code == 2 and "prompt set" in r.output and "not installed" in r.output and "Traceback" not in r.output
+    assert r.exit_code == 2 and "adapter" in r.output and "not installed" in r.output and "Traceback" not in r.output
     assert not list(tmp_path.glob("s.semseg*"))
     r = run("encode", "a.png", "--method", "transtic", "--model", "test-tiny-transtic-0", "--task", "semseg",
             "-o", "t.icm")
-    assert r.exit_code == 2 and "no prompt set for task semseg" in r.output
+    assert r.exit_code == 2 and "no adapter for task semseg" in r.output
 
 
 def test_the_benchmark_scores_tic_without_prompts_and_with_its_set(zoo_dir, tmp_path):
-    """ra.py --artifact none: the bare base's pictures fed to the network (the paper's
+    """ra.py --adapter none: the bare base's pictures fed to the network (the paper's
     'TIC without prompts'); its rates are those of plain recon files of the same pictures."""
     from PIL import Image
 
@@ -307,7 +307,7 @@ def test_the_benchmark_scores_tic_without_prompts_and_with_its_set(zoo_dir, tmp_
                 root / f"{split}annot" / f"f{i}.png")
     common = [str(root), "--task", "semseg", "--task-model", "tiny-semseg", "--model", "test-tiny-transtic-0",
               "--anchors", "none", "--qualities", "0,1"]
-    ra.main(common + ["--artifact", "none", "--out", str(tmp_path / "bare")])
+    ra.main(common + ["--adapter", "none", "--out", str(tmp_path / "bare")])
     bare = json.loads((tmp_path / "bare" / "ra.json").read_text())["curves"]["icm-test-tiny-transtic-0+none"]
     tic = pipeline.load_codec("test-tiny-transtic-0", device="cpu")
     for p, q in zip(bare, (0.0, 1.0)):

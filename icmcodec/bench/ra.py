@@ -231,7 +231,7 @@ def main(argv=None) -> None:
     p.add_argument("--task-model", default=None, help="task network (default: the task's own)")
     p.add_argument("--model", action="append", default=None,
                    help="icm coding model, repeatable: each gives a curve icm-<name> (default: the recon default)")
-    p.add_argument("--artifact", default=None,
+    p.add_argument("--adapter", default=None,
                    help="the prompt set the --model codecs code with (default: the task's default set); "
                         "its curve is icm-<model>+<set>; 'none': a picture codec's base without any set, "
                         "the task network on its reconstruction (TransTIC's 'TIC without prompts'), "
@@ -269,18 +269,18 @@ def _run(a) -> None:
     for name in a.model or [None]:
         c = pipeline.load_codec(name, device="cpu")
         label = f"icm-{c.config.get('name')}"
-        if a.artifact == "none":
+        if a.adapter == "none":
             if c.produces != "picture":
-                raise SystemExit(f"error: --artifact none: {c.config.get('name')} does not code a picture")
+                raise SystemExit(f"error: --adapter none: {c.config.get('name')} does not code a picture")
             label += "+none"
-        elif a.artifact:  # an ablation's set, say, instead of the task's default one
-            c = c.bound(pipeline.load_artifact(c, spec.name, name=a.artifact))
-            label += f"+{a.artifact}"
+        elif a.adapter:  # an ablation's set, say, instead of the task's default one
+            c = c.bound(pipeline.load_adapter(c, spec.name, name=a.adapter))
+            label += f"+{a.adapter}"
         codecs[label] = (c, icm_qualities(c, a.qualities))
-    # with no artifact, a file is the base's picture ("recon": the header's task and
+    # with no adapter, a file is the base's picture ("recon": the header's task and
     # adapter fields have the same size, so the rate is the same) and the network runs
     # on the decoded picture (decode_bytes runs the network it is given)
-    coded_task = "recon" if a.artifact == "none" else spec.name
+    coded_task = "recon" if a.adapter == "none" else spec.name
     anchors = pick_anchors(a.anchors)
     samples = spread(spec.dataset(a.data, a.split), a.limit)
     if not samples:

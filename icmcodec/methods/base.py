@@ -46,14 +46,13 @@ class Codec:
         self.config = config
         self.model_hash = model_hash
 
-    @property
-    def artifact(self):
-        """The per-task artifact bound on (a prompt set; see ``MethodSpec.artifact``), or None."""
-        return None
+    # the per-task adapter bound on (see ``MethodSpec.adapter``: a prompt set, DoRA
+    # weights, a path set ...), or None; :meth:`bound` gives a copy with one on
+    adapter = None
 
-    def bound(self, artifact) -> "Codec":
-        """This codec with a per-task artifact on (methods with artifacts override it)."""
-        raise NotImplementedError(f"method {self.method} has no per-task artifacts")
+    def bound(self, adapter) -> "Codec":
+        """This codec with a per-task adapter on (methods with adapters override it)."""
+        raise NotImplementedError(f"method {self.method} has no per-task adapters")
 
     @property
     def quality_range(self) -> tuple[float, float]:
@@ -107,23 +106,17 @@ class Codec:
         return [c.data for c in found]
 
 
-class PromptSetBinding:
-    """For a codec with per-task prompt sets (TransTIC, Prompt-ICM): the set bound on, a
-    copy with another set bound on (shallow: weights are shared, so a loaded codec is
-    never switched globally), and the check that a set was made for this base."""
+class AdapterBinding:
+    """For a codec with per-task adapters (TransTIC, Prompt-ICM): a copy with another
+    adapter bound on (shallow: weights are shared, so a loaded codec is never switched
+    globally), and the check that an adapter was made for this base."""
 
-    prompt_set = None
-
-    @property
-    def artifact(self):
-        return self.prompt_set
-
-    def bound(self, prompt_set):
+    def bound(self, adapter):
         out = copy.copy(self)
-        out.prompt_set = prompt_set
+        out.adapter = adapter
         return out
 
     def check_base(self, config: dict) -> None:
         if bytes.fromhex(config["base_hash"]) != self.model_hash:
-            raise ValueError(f"prompt set {config.get('name')} was made for base {config['base_hash'][:12]}, "
+            raise ValueError(f"adapter {config.get('name')} was made for base {config['base_hash'][:12]}, "
                              f"not for {self.model_hash.hex()[:12]}")

@@ -103,7 +103,7 @@ def find(name: str | None = None, *, task: str = "recon", model_hash: bytes | No
             raise ModelNotFoundError(f"no model of method {method} is installed (see 'icm models')")
         # a method's default model, whatever it codes (a feature codec's task is "features")
         return next((m for m in models if m.config.get("default", False)), models[0])
-    what = {"codec": "model", "tasknet": "task network", "promptset": "prompt set"}.get(kind, kind)
+    what = {"codec": "model", "tasknet": "task network", "adapter": "adapter"}.get(kind, kind)
     if model_hash is not None:
         for m in models:
             if m.hash() == model_hash:

@@ -140,11 +140,11 @@ def write_tiny_transtic_model(folder: str | Path, seed: int = 0, active: bool = 
     return _write(folder, *tiny_transtic_bytes(seed, active))
 
 
-def write_tiny_prompt_set(folder: str | Path, base_folder: str | Path, tasknet_folder: str | Path, task: str,
+def write_tiny_transtic_adapter(folder: str | Path, base_folder: str | Path, tasknet_folder: str | Path, task: str,
                           seed: int = 0, encoder: bool = True, decoder: bool = True) -> bytes:
     """A seeded (untrained) TransTIC prompt set for the tiny TIC in ``base_folder`` and
     the task network in ``tasknet_folder``; returns its hash."""
-    from icmcodec.methods.transtic.export import trainable_from_state, write_prompt_set
+    from icmcodec.methods.transtic.export import trainable_from_state, write_adapter
     from icmcodec.methods.transtic.model import TransTIC
     from icmcodec.zoo import entry_at, load_state
 
@@ -153,7 +153,7 @@ def write_tiny_prompt_set(folder: str | Path, base_folder: str | Path, tasknet_f
     with torch.random.fork_rng():  # seeded, without moving the caller's RNG
         torch.manual_seed(seed + 3000)
         ps = TransTIC(tic.cfg, tic)
-    return write_prompt_set(ps, Path(folder), name=Path(folder).name, task=task, base_hash=base_hash,
+    return write_adapter(ps, Path(folder), name=Path(folder).name, task=task, base_hash=base_hash,
                             tasknet_hash=entry_at(tasknet_folder).hash(), encoder=encoder, decoder=decoder)
 
 
@@ -224,13 +224,13 @@ def write_tiny_prompt_icm_model(folder: str | Path, seed: int = 0) -> Path:
     return _write(folder, *tiny_prompt_icm_bytes(seed))
 
 
-def write_tiny_prompt_icm_set(folder: str | Path, base_folder: str | Path, tasknet_folder: str | Path, task: str,
+def write_tiny_prompt_icm_adapter(folder: str | Path, base_folder: str | Path, tasknet_folder: str | Path, task: str,
                               seed: int = 0, uniform: bool = False, finetune: bool = False,
                               contrast: tuple[float, float] | None = None) -> bytes:
-    """A seeded (untrained) Prompt-ICM artifact (selector, prompts, head) for the tiny base
+    """A seeded (untrained) Prompt-ICM adapter (selector, prompts, head) for the tiny base
     in ``base_folder`` and the task network in ``tasknet_folder``; returns its hash.
     ``contrast``: the selector's learned per-quality contrast parameters (a, b)."""
-    from icmcodec.methods.prompt_icm.export import write_prompt_set
+    from icmcodec.methods.prompt_icm.export import write_adapter
     from icmcodec.methods.prompt_icm.model import InformationSelector, PromptIcmConfig, TaskDecoder, build_extractor
     from icmcodec.tasks.predict import TaskModel
     from icmcodec.zoo import entry_at
@@ -249,6 +249,6 @@ def write_tiny_prompt_icm_set(folder: str | Path, base_folder: str | Path, taskn
     _seeded(decoder.prompts, rng)  # non-zero prompts: they act
     if finetune:
         _seeded(decoder.staged, rng)
-    return write_prompt_set(selector, decoder, Path(folder), name=Path(folder).name, task=task,
+    return write_adapter(selector, decoder, Path(folder), name=Path(folder).name, task=task,
                             base_hash=base.hash(), tasknet_hash=entry_at(tasknet_folder).hash(), selector_width=8,
                             uniform=uniform, finetune=finetune, **({"contrast": True} if contrast else {}))

@@ -2,6 +2,6 @@
 task-driven importance maps, with task-adaptive prompts at the decoder.
 
 ``model`` (networks), ``staged`` (a timm backbone cut at its stage-1 feature), ``codec``
-(coding time), ``export`` (base and per-task artifacts), ``train`` (the codec, then each
+(coding time), ``export`` (base and per-task adapters), ``train`` (the codec, then each
 task). See the README's "Prompt-ICM" section for what ships and how it compares.
 """

@@ -15,7 +15,7 @@ on the task network's frozen later stages (:class:`~.model.TaskDecoder`) -> the 
 output, written by the task's writer. The file holds features, not a picture:
 ``--task recon`` on it is an error.
 
-The per-task artifact is a zoo folder of kind ``promptset`` (method ``prompt-icm``):
+The per-task adapter is a zoo folder of kind ``adapter`` (method ``prompt-icm``):
 selector, prompts and head, naming the base model and the task network it was trained
 with by hash.
 
@@ -38,7 +38,7 @@ import torch.nn.functional as F
 
 import bitstream
 from icmcodec.exact import ACT_FRAC
-from icmcodec.methods.base import Encoded, PromptSetBinding
+from icmcodec.methods.base import Encoded, AdapterBinding
 from icmcodec.methods.hyperprior.codec import HyperpriorCodec, padded_size
 from icmcodec.methods.prompt_icm.model import (Analysis, InformationSelector, PromptIcmConfig, Synthesis, build_extractor,
                                                load_extractor)
@@ -113,8 +113,8 @@ class Analysed:
         return relative(self.raw, self.gamma(quality))
 
 
-class PromptIcmSet:
-    """A task's artifact, loaded: selector, prompts and head on the task network."""
+class PromptIcmAdapter:
+    """A task's adapter, loaded: selector, prompts and head on the task network."""
 
     def __init__(self, config: dict, state: dict[str, np.ndarray], model_hash: bytes, codec: "PromptIcmCodec"):
         from icmcodec.methods.prompt_icm.model import TaskDecoder
@@ -145,7 +145,7 @@ class PromptIcmSet:
                 raise RuntimeError(f"missing {missing[:3]}, unexpected {extra[:3]}")
             self.decoder.load_state_dict({**own, **dec}, strict=True)
         except RuntimeError as e:
-            raise ValueError(f"prompt set does not fit its base: {' '.join(str(e).split())[:300]}") from None
+            raise ValueError(f"adapter does not fit its base: {' '.join(str(e).split())[:300]}") from None
         self.selector.eval().to(codec.device)
         self.decoder.eval().to(codec.device)
 
@@ -185,8 +185,8 @@ class PromptIcmSet:
         return self.spec.write(output, self.labels)
 
 
-class PromptIcmCodec(PromptSetBinding, HyperpriorCodec):
-    """The feature codec with its extractor, and a task's artifact when bound."""
+class PromptIcmCodec(AdapterBinding, HyperpriorCodec):
+    """The feature codec with its extractor, and a task's adapter when bound."""
 
     method = "prompt-icm"
     produces = "features"
@@ -225,12 +225,12 @@ class PromptIcmCodec(PromptSetBinding, HyperpriorCodec):
     def default_quality(self) -> float:
         return float(self.config.get("default_quality", 1.0))
 
-    # ---- artifacts ------------------------------------------------------------------
-    def load_prompt_set(self, config: dict, state: dict[str, np.ndarray], model_hash: bytes) -> PromptIcmSet:
+    # ---- adapters -------------------------------------------------------------------
+    def load_adapter(self, config: dict, state: dict[str, np.ndarray], model_hash: bytes) -> PromptIcmAdapter:
         if config.get("method") != self.method:
-            raise ValueError(f"{config.get('name')} is a {config.get('method')} artifact, not a prompt-icm one")
+            raise ValueError(f"{config.get('name')} is a {config.get('method')} adapter, not a prompt-icm one")
         self.check_base(config)
-        return PromptIcmSet(config, state, model_hash, self)
+        return PromptIcmAdapter(config, state, model_hash, self)
 
     # ---- encode ---------------------------------------------------------------------
     @torch.no_grad()
@@ -240,8 +240,8 @@ class PromptIcmCodec(PromptSetBinding, HyperpriorCodec):
         prompt (the paper's ablation, and the codec's own tests)."""
         h, w = rgb.shape[:2]
         ph, pw = padded_size(h, w)
-        if importance is None and self.prompt_set is None:
-            raise ValueError("prompt-icm needs a task's prompt set (or a manual importance map) to encode")
+        if importance is None and self.adapter is None:
+            raise ValueError("prompt-icm needs a task's adapter (or a manual importance map) to encode")
         c, t = self.arch.C, self.feature_tiling
         fm = np.empty((c + 1, ph // 4, pw // 4), dtype=np.float32)  # f / scale, then the raw map
 
@@ -250,7 +250,7 @@ class PromptIcmCodec(PromptSetBinding, HyperpriorCodec):
             x = torch.from_numpy(np.ascontiguousarray(tiled.padded_tile(rgb, y0, y1, x0, x1))).permute(2, 0, 1)[None]
             x = x.float().div(255).to(self.device)
             feats = self.extractor.upto((x - self.in_mean) / self.in_std, self.arch.selector_stages)
-            m = self.prompt_set.importance(feats) if importance is None else feats[0][:, :1] * 0
+            m = self.adapter.importance(feats) if importance is None else feats[0][:, :1] * 0
             return torch.cat([feats[0] / self.arch.feature_scale, m], 1)[0].cpu().numpy()
 
         run_tiled(tile, ph, pw, scale=Fraction(1, 4), tile=t.extractor, halo=t.extractor_halo, align=32, out=fm)
@@ -259,7 +259,7 @@ class PromptIcmCodec(PromptSetBinding, HyperpriorCodec):
         if importance is not None:
             m = torch.as_tensor(np.asarray(importance, np.float32), device=self.device).reshape(1, 1, ph // 4, pw // 4)
         else:
-            m, gamma = torch.from_numpy(fm)[None, c:].to(self.device), self.prompt_set.contrast()
+            m, gamma = torch.from_numpy(fm)[None, c:].to(self.device), self.adapter.contrast()
         m = m.clamp(0, 1)
         return Analysed((ph, pw), f, relative(m), m, gamma)
 
@@ -314,9 +314,9 @@ class PromptIcmCodec(PromptSetBinding, HyperpriorCodec):
         z, y = self.payloads(chunks)
         coded = (header.coded_height, header.coded_width)
         f_hat = self.decode_features(z, y, coded, header.quality)
-        if self.prompt_set is None:
+        if self.adapter is None:
             return f_hat
-        return self.prompt_set.finish(f_hat, coded, (header.height, header.width), self.feature_tiling)
+        return self.adapter.finish(f_hat, coded, (header.height, header.width), self.feature_tiling)
 
 
 def _input_stats(name: str):

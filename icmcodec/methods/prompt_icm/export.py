@@ -1,4 +1,4 @@
-"""Export Prompt-ICM's base (feature codec + extractor) and its per-task artifacts.
+"""Export Prompt-ICM's base (feature codec + extractor) and its per-task adapters.
 
 * The base: ``python -m icmcodec.methods.prompt_icm.export RUN/last.pt OUT_DIR --name NAME``.
   The file is the hyperprior's (:mod:`icmcodec.methods.hyperprior.export`: float
@@ -6,7 +6,7 @@
   segments that make the coded feature and the selector's inputs. Its hash is the
   ``model_hash`` of every Prompt-ICM file, so a file is decoded by the very extractor
   and codec it was made with.
-* An artifact (:func:`write_prompt_set`): ``config.json`` (kind ``promptset``, method
+* An adapter (:func:`write_adapter`): ``config.json`` (kind ``adapter``, method
   ``prompt-icm``, task, base hash, task network hash) and ``model.safetensors`` with
   ``selector.*`` and ``decoder.*`` (prompts and head). Its hash is the file's
   ``adapter_hash``.
@@ -72,9 +72,9 @@ def export_checkpoint(ckpt_path: Path, out_dir: Path, name: str, compact: bool =
     return model_hash(blob)
 
 
-def write_prompt_set(selector, decoder, folder: Path, *, name: str, task: str, base_hash: bytes,
+def write_adapter(selector, decoder, folder: Path, *, name: str, task: str, base_hash: bytes,
                      tasknet_hash: bytes, default: bool = False, **extra) -> bytes:
-    """Write a task's artifact folder; returns its content hash (the ``adapter_hash``)."""
+    """Write a task's adapter folder; returns its content hash (the ``adapter_hash``)."""
     from icmcodec.imageio import atomic_write
     from icmcodec.zoo import model_hash
 
@@ -82,7 +82,7 @@ def write_prompt_set(selector, decoder, folder: Path, *, name: str, task: str, b
                                                for k, v in selector.state_dict().items()}
     arrays.update({"decoder." + k: v.detach().float().contiguous().numpy() for k, v in decoder.adapter_state().items()})
     blob = hp.serialize(arrays)
-    config = {"kind": "promptset", "method": "prompt-icm", "name": name, "task": task, "base_hash": base_hash.hex(),
+    config = {"kind": "adapter", "method": "prompt-icm", "name": name, "task": task, "base_hash": base_hash.hex(),
               "tasknet_hash": tasknet_hash.hex(), "prompts": decoder.use_prompts,
               "params": int(sum(v.size for v in arrays.values())), "default": default, **extra}
     folder = Path(folder)

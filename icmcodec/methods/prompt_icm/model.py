@@ -325,6 +325,6 @@ class TaskDecoder(nn.Module):
         return self.head(feats, f.new_zeros(()).expand(f.shape[0], 1, *size))
 
     def adapter_state(self) -> dict[str, torch.Tensor]:
-        """What a task's artifact stores: the prompts and the head (and the stages only
+        """What a task's adapter stores: the prompts and the head (and the stages only
         when they were fine-tuned)."""
         return {k: v for k, v in self.state_dict().items() if self.finetune or not k.startswith("staged.")}

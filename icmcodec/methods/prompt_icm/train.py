@@ -95,9 +95,9 @@ def parse_args(argv=None):
     t.add_argument("--save-every", type=int, default=100)
     t.add_argument("--seed", type=int, default=0)
     t.add_argument("--resume", action="store_true")
-    t.add_argument("--export", metavar="DIR", help="write the artifact folder from RUN/last.pt and exit")
-    t.add_argument("--name", help="artifact name for --export")
-    t.add_argument("--default", action="store_true", help="with --export: the task's default artifact")
+    t.add_argument("--export", metavar="DIR", help="write the adapter folder from RUN/last.pt and exit")
+    t.add_argument("--name", help="adapter name for --export")
+    t.add_argument("--default", action="store_true", help="with --export: the task's default adapter")
     return p.parse_args(argv)
 
 
@@ -280,11 +280,11 @@ def train_task(a) -> None:
     tasknet = load_tasknet(a.task, a.tasknet)
     parts = build_task(a, config, tasknet)
     if a.export:
-        from icmcodec.methods.prompt_icm.export import write_prompt_set
+        from icmcodec.methods.prompt_icm.export import write_adapter
 
         ck = torch.load(run / "last.pt", map_location="cpu", weights_only=False)
         parts.load_state_dict(ck["parts"])
-        h = write_prompt_set(parts.selector, parts.decoder, Path(a.export), name=a.name or Path(a.export).name,
+        h = write_adapter(parts.selector, parts.decoder, Path(a.export), name=a.name or Path(a.export).name,
                              task=a.task, base_hash=base_hash, tasknet_hash=tasknet.hash, default=a.default,
                              uniform=a.uniform, finetune=a.finetune, train_step=ck["step"], alpha=a.alpha,
                              alpha_slope=a.alpha_slope,

@@ -4,7 +4,7 @@ to a machine task by prompts, with the codec frozen.
 | module | what |
 |---|---|
 | ``model`` | TIC (hybrid or paper layout) built from :mod:`icmcodec.layers.swin`; the prompt generator; the prompt set; the warm start from a hyperprior |
-| ``export`` | TIC -> the shipped model file (the hyperprior's format); prompt sets -> ``promptset`` folders |
+| ``export`` | TIC -> the shipped model file (the hyperprior's format); prompt sets -> ``adapter`` folders |
 | ``codec`` | coding time: TIC's chunks with a prompt set bound on (tiled, exact like every method) |
 | ``train`` | a task's prompt set, TIC and the task network frozen (TIC itself: ``python -m icmcodec.train --method transtic``) |
 

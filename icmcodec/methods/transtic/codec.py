@@ -7,7 +7,7 @@ prompts change what g_s makes of it. So a TransTIC file decodes to the same symb
 every machine like every icm file, and without a prompt set (``--task recon``) the
 codec is plain TIC.
 
-A prompt set is a model folder of kind ``promptset`` (``config.json`` names its
+A prompt set is the method's adapter: a model folder of kind ``adapter`` (``config.json`` names its
 method, task, base model hash and task network hash; ``model.safetensors`` holds the
 generator and the task prompts). :meth:`TransticCodec.bound` returns the codec with one
 set on: a shallow copy sharing every weight, so a loaded codec is never switched
@@ -28,7 +28,7 @@ import torch
 import torch.nn as nn
 
 from icmcodec.layers.swin import SwinBlock, TaskPrompts
-from icmcodec.methods.base import PromptSetBinding
+from icmcodec.methods.base import AdapterBinding
 from icmcodec.methods.hyperprior.codec import HyperpriorCodec, Tiling
 from icmcodec.methods.hyperprior.transforms import FixedGDN
 from icmcodec.methods.transtic.transforms import (PromptGenerator, TransticConfig, build_tic_transforms,
@@ -43,7 +43,7 @@ from icmcodec.methods.transtic.transforms import (PromptGenerator, TransticConfi
 TRANSTIC_TILING = Tiling(analysis=512, analysis_margin=64, analysis_align=64)
 
 
-class PromptSet:
+class TransticAdapter:
     """A task's prompt set, loaded: the generator and the task prompts, with identity."""
 
     def __init__(self, config: dict, state: dict[str, np.ndarray], model_hash: bytes, arch: TransticConfig,
@@ -62,7 +62,7 @@ class PromptSet:
         try:
             mods.load_state_dict(tensors, strict=True)
         except RuntimeError as e:
-            raise ValueError(f"prompt set does not fit its base: {' '.join(str(e).split())[:300]}") from None
+            raise ValueError(f"adapter does not fit its base: {' '.join(str(e).split())[:300]}") from None
         mods.eval().to(device)
         self.generator, self.task_prompts = gen, tp
 
@@ -83,7 +83,7 @@ class _Prompted(nn.Module):
         return self.block(x, self.prompts_for(span_y, span_x))
 
 
-class TransticCodec(PromptSetBinding, HyperpriorCodec):
+class TransticCodec(AdapterBinding, HyperpriorCodec):
     """TIC (hybrid or paper layout) with an optional prompt set (:meth:`bound`)."""
 
     method = "transtic"
@@ -97,17 +97,17 @@ class TransticCodec(PromptSetBinding, HyperpriorCodec):
         h_a = super()._float_transforms()[2]
         return g_a, g_s, h_a
 
-    def load_prompt_set(self, config: dict, state: dict[str, np.ndarray], model_hash: bytes) -> PromptSet:
+    def load_adapter(self, config: dict, state: dict[str, np.ndarray], model_hash: bytes) -> TransticAdapter:
         self.check_base(config)
-        return PromptSet(config, state, model_hash, self.arch, self.g_a, self.g_s, self.device)
+        return TransticAdapter(config, state, model_hash, self.arch, self.g_a, self.g_s, self.device)
 
     # ---- prompts into the transforms --------------------------------------------------
     def _enc_prompts(self):
-        ps = self.prompt_set
+        ps = self.adapter
         return ps.generator if ps is not None else None
 
     def _dec_prompts(self):
-        ps = self.prompt_set
+        ps = self.adapter
         return ps.task_prompts.per_block() if ps is not None and ps.task_prompts is not None else None
 
     def _analysis_layers(self):

@@ -4,7 +4,7 @@
   transtic checkpoint. The file is the hyperprior's (:mod:`icmcodec.methods.hyperprior.export`):
   the Swin blocks are float transform weights like the convolutions (``float.g_a.*``,
   ``float.g_s.*``); h_s, gains and tables are stored the same way.
-* A prompt set (:func:`write_prompt_set`): ``config.json`` (kind ``promptset``,
+* A prompt set (:func:`write_adapter`): ``config.json`` (kind ``adapter``,
   method, task, the base's hash, the task network's hash, which sides it prompts)
   and ``model.safetensors`` with ``generator.*`` and ``task_prompts.*``. Its content
   hash is what a file's header names in ``adapter_hash``.
@@ -28,23 +28,23 @@ def trainable_from_state(config: dict, state: dict[str, np.ndarray]) -> TIC:
     return hp.trainable_from_state(config, state, TIC(TransticConfig.from_dict(config["arch"])))
 
 
-def prompt_set_arrays(ps: TransTIC) -> dict[str, np.ndarray]:
+def adapter_arrays(ps: TransTIC) -> dict[str, np.ndarray]:
     return {k: v.detach().float().contiguous().numpy() for k, v in ps.state_dict().items()}
 
 
-def write_prompt_set(ps: TransTIC, folder: Path, *, name: str, task: str, base_hash: bytes, tasknet_hash: bytes,
+def write_adapter(ps: TransTIC, folder: Path, *, name: str, task: str, base_hash: bytes, tasknet_hash: bytes,
                      encoder: bool = True, decoder: bool = True, default: bool = False, **extra) -> bytes:
-    """Write a prompt set folder; returns its content hash (the ``adapter_hash``)."""
+    """Write a prompt set (the method's adapter) folder; returns its content hash (the ``adapter_hash``)."""
     from icmcodec.imageio import atomic_write
     from icmcodec.zoo import model_hash
 
-    arrays = prompt_set_arrays(ps)
+    arrays = adapter_arrays(ps)
     if not encoder:
         arrays = {k: v for k, v in arrays.items() if not k.startswith("generator.")}
     if not decoder:
         arrays = {k: v for k, v in arrays.items() if not k.startswith("task_prompts.")}
     blob = hp.serialize(arrays)
-    config = {"kind": "promptset", "method": "transtic", "name": name, "task": task, "base_hash": base_hash.hex(),
+    config = {"kind": "adapter", "method": "transtic", "name": name, "task": task, "base_hash": base_hash.hex(),
               "tasknet_hash": tasknet_hash.hex(), "encoder": encoder, "decoder": decoder,
               "params": int(sum(v.size for v in arrays.values())), "default": default, **extra}
     folder = Path(folder)

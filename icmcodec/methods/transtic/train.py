@@ -80,7 +80,7 @@ def load_base(name: str):
 
 
 def export(run: Path, out: Path, name: str | None, default: bool) -> None:
-    from icmcodec.methods.transtic.export import write_prompt_set
+    from icmcodec.methods.transtic.export import write_adapter
     from icmcodec.methods.transtic.model import TransTIC
 
     ck = torch.load(run / "last.pt", map_location="cpu", weights_only=False)
@@ -90,7 +90,7 @@ def export(run: Path, out: Path, name: str | None, default: bool) -> None:
         raise SystemExit(f"error: the installed {cfg['base']} is not the base this run trained on")
     ps = TransTIC(tic.cfg, tic)
     ps.load_state_dict(ck["prompts"])
-    h = write_prompt_set(ps, out, name=name or out.name, task=cfg["task"], base_hash=base_hash,
+    h = write_adapter(ps, out, name=name or out.name, task=cfg["task"], base_hash=base_hash,
                          tasknet_hash=bytes.fromhex(cfg["tasknet_hash"]), encoder=cfg["encoder"],
                          decoder=cfg["decoder"], default=default, train_step=ck["step"], lambdas=cfg["lambdas"])
     print(f"exported step {ck['step']} to {out} (hash {h.hex()})")
