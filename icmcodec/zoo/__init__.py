@@ -31,8 +31,10 @@ class ModelEntry:
 
     @property
     def kind(self) -> str:
-        """``codec`` (a coding model) or ``tasknet`` (a task network, see icmcodec.tasks)."""
-        return self.config.get("kind", "codec")
+        """``codec`` (a coding model), ``tasknet`` (a task network, see icmcodec.tasks) or
+        ``adapter`` (a method's per-task adapter; folders written before 0.3 say ``promptset``)."""
+        kind = self.config.get("kind", "codec")
+        return "adapter" if kind == "promptset" else kind
 
     @property
     def weights(self) -> Path:
@@ -142,6 +144,19 @@ def retired() -> dict[str, dict]:
     """Models that shipped once, by the hex hash files name them with (retired.json)."""
     d = json.loads((Path(__file__).parent / "retired.json").read_text())
     return {k: v for k, v in d.items() if not k.startswith("_")}
+
+
+def write_model(folder: str | Path, config: dict, blob: bytes) -> bytes:
+    """Write a model folder (``model.safetensors`` bytes, then ``config.json``), each file
+    atomically (a temporary name, then a rename), so a reader never sees half a model;
+    returns the model's hash (what a file header names it by)."""
+    from icmcodec.imageio import atomic_write
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    atomic_write(folder / "model.safetensors", blob)
+    atomic_write(folder / "config.json", (json.dumps(config, indent=2) + "\n").encode())
+    return model_hash(blob)
 
 
 def load_state(entry: ModelEntry) -> tuple[dict, dict[str, np.ndarray], bytes]:
