@@ -111,7 +111,25 @@ stream; ``CONTEXT`` (6) the same two chunks, its LATENT as above. No 1.x method 
 SIDE chunk. TransTIC and Prompt-ICM name their per-task adapter in
 ``adapter_hash`` (16 zero bytes: TransTIC's plain TIC picture). A Prompt-ICM payload codes
 a backbone's stage-1 features, not a picture: its decoder gives the task of the header
-and nothing else.
+and nothing else. ``PRIVATE`` (240) is never written by icm: it is the id of a method a
+package outside icm registers at run time (an experiment, the test suite's own method),
+so such files decode only where that package is installed.
+
+The tasks a file serves. The header's task is the file's *default* output (what
+``icm decode`` gives without ``--task``) and, for a machine task, what ``adapter_hash``
+names the network or adapter for; the header lists no other tasks. Which other outputs a
+file can give follows from its method (the method's ``decodable_tasks``), so a reader
+decides without new fields and every file made so far reads as before:
+
+* a method that codes a picture (``HYPERPRIOR``, ``CONTEXT``, ``TRANSTIC``): a ``RECON``
+  file serves ``recon`` and every machine task, each through the task's default network
+  at decode time ("code once for people, analyse later"); a machine-task file serves its
+  task (through the network or adapter it names) and ``recon`` (the picture it decodes
+  to);
+* a method that codes features or the task itself (``PROMPT_ICM``): the header's task
+  only;
+* a method whose one stream serves several tasks (MPA, to come): every task for which an
+  adapter made for its model is installed, the header's task being the default.
 
 The enums below are frozen: every value is explicit, none is ever derived from list
 order, and a retired value is never reused.
@@ -164,6 +182,13 @@ class MethodId(IntEnum):
     DORA_ICM = 4
     MPA = 5
     CONTEXT = 6  # format 1.1: the hyperprior with checkerboard and channel-slice context
+    PRIVATE = 240  # a method registered at run time by a package outside icm; icm never writes it
+
+
+def method_name(mid: "MethodId | int") -> str:
+    """A method's one spelling (CLI, manifests, ``icm info``, messages): the id's name in
+    lower case with hyphens (``PROMPT_ICM`` -> ``prompt-icm``)."""
+    return MethodId(mid).name.lower().replace("_", "-")
 
 
 class CoderId(IntEnum):
@@ -256,7 +281,7 @@ class Header:
     def as_dict(self) -> dict:
         return {
             "format": f"{self.major}.{self.minor}",
-            "method": self.method.name.lower(),
+            "method": method_name(self.method),
             "task": self.task.name.lower(),
             "coder": self.coder.name.lower(),
             "quality": self.quality,

@@ -103,43 +103,29 @@ def encode(inputs, out, out_dir, task, quality, model, method, task_model, bpp, 
     """
     if out and out_dir:
         _fail("give -o or --out-dir, not both")
-    from icmcodec.registry import METHODS, default_method
-
-    if task not in TASK_NAMES:
-        _fail(f"unknown task {task!r} (one of: {', '.join(TASK_NAMES)})")
-    if method is not None and method not in METHODS:
-        _fail(f"unknown method {method!r} (available: {', '.join(METHODS)})")
-    spec = METHODS[method] if method else default_method(task)
-    if TASK_NAMES[task] not in spec.tasks:
-        _fail(f"method {spec.name} does not code task {task}")
-    if task_model and task == "recon":
-        _fail("--task-model is for machine tasks, not recon")
     if quality is not None and (bpp is not None or max_bytes is not None):
         _fail("give --quality or a rate (--bpp, --max-bytes), not both")
     from icmcodec import pipeline
 
+    from icmcodec.registry import METHODS
+
+    if task not in TASK_NAMES:  # the cheap checks before any input is read or model loaded
+        _fail(f"unknown task {task!r} (one of: {', '.join(TASK_NAMES)})")
+    if method is not None and method not in METHODS:
+        _fail(f"unknown method {method!r} (available: {', '.join(METHODS)})")
     try:
-        pipeline.check_rate(bpp, max_bytes)  # before any input is read or model loaded
+        pipeline.check_rate(bpp, max_bytes)
     except pipeline.UsageError as e:
         _fail(str(e))
     jobs = select_shard(image_jobs(inputs, out, out_dir), shard)
     outputs = Outputs(jobs)
     log = Manifest(manifest)
-
     try:
-        # an explicit --model decides the method unless --method names another one
-        codec = pipeline.load_codec(model, method=spec.name if (method or not model) else None, device=device)
-        if TASK_NAMES[task] not in METHODS[codec.method].tasks:
-            _fail(f"method {codec.method} does not code task {task}")
+        # the codec (bound to the task's adapter, for an adapter method) and the task
+        # network the files will name: the pipeline's one way of choosing them
+        codec, tasknet = pipeline.encoder_for(task, model=model, method=method, task_model=task_model, device=device)
         if bpp is None and max_bytes is None:
             pipeline.check_quality(codec, quality)
-        if task != "recon" and METHODS[codec.method].adapter:
-            # the adapter names its task network; --task-model picks the adapter made for one
-            tasknet = pipeline.load_tasknet(task, task_model, device=device) if task_model else None
-            codec = codec.bound(pipeline.load_adapter(codec, task, tasknet_hash=tasknet.hash if tasknet else None))
-        else:
-            tasknet = (pipeline.load_tasknet(task, task_model, device=device)
-                       if task != "recon" and codec.produces == "picture" else None)
     except (pipeline.UsageError, LookupError) as e:
         _fail(str(e))
 
@@ -174,7 +160,7 @@ def encode(inputs, out, out_dir, task, quality, model, method, task_model, bpp, 
         hd = bitstream.unpack(data).header
         h, w = rgb.shape[:2]
         log.add({"input": job.src, "output": str(dst) if dst else "-", "bytes": len(data),
-                 "bpp": 8 * len(data) / (h * w), "quality": hd.quality, "method": hd.method.name.lower(),
+                 "bpp": 8 * len(data) / (h * w), "quality": hd.quality, "method": codec.method,
                  "task": task, "model_hash": hd.model_hash.hex(), "adapter_hash": hd.adapter_hash.hex(),
                  "seconds": round(time.time() - t0, 3)})
         return (f"{job.src} -> {dst or 'stdout'}: {len(data)} bytes, {8 * len(data) / (h * w):.4f} bpp, "
@@ -193,11 +179,15 @@ def encode(inputs, out, out_dir, task, quality, model, method, task_model, bpp, 
 @click.option("-o", "--output", "out", metavar="OUT", help="output file for a single input; '-' for stdout")
 @click.option("--out-dir", type=click.Path(file_okay=False), help="write outputs here, keeping relative paths")
 @click.option("--task", default=None,
-              help="what to produce: the file's own task (the default), or recon where the file's method "
-                   "codes a picture")
+              help="what to produce: the file's own task (the default), recon where the file's method codes a "
+                   "picture, or, for a recon file of such a method, any machine task (its network runs on the "
+                   "decoded picture)")
+@click.option("--task-model", default=None,
+              help="task network name or folder for a recon file decoded to a machine task (default: the "
+                   "task's own); a file that names its network must be decoded with that one")
 @batch_options
 @DEVICE
-def decode(inputs, out, out_dir, task, shard, skip_existing, manifest, device):
+def decode(inputs, out, out_dir, task, task_model, shard, skip_existing, manifest, device):
     """Decode .icm files into the task's output.
 
     INPUTS are .icm files, folders (searched recursively for *.icm) or '-' for one
@@ -218,6 +208,8 @@ def decode(inputs, out, out_dir, task, shard, skip_existing, manifest, device):
         _fail("give -o or --out-dir, not both")
     if task is not None and task not in TASK_NAMES:
         _fail(f"unknown task {task!r} (one of: {', '.join(TASK_NAMES)})")
+    if task_model and task in (None, "recon"):
+        _fail("--task-model goes with --task T, a machine task")
     jobs = select_shard(collect(inputs, (".icm",), stdin_is_list=False), shard)
     if out and len(jobs) != 1:
         _fail(f"-o names one output but there are {len(jobs)} inputs; use --out-dir")
@@ -229,6 +221,10 @@ def decode(inputs, out, out_dir, task, shard, skip_existing, manifest, device):
     from icmcodec.entropy import CorruptStreamError
 
     claims = Claims(skip_existing)  # cooperating workers: see cli/claims.py
+    try:
+        tasknet = pipeline.load_tasknet(task, task_model, device=device) if task_model else None
+    except pipeline.UsageError as e:
+        _fail(str(e))
 
     def work(job: Job) -> str:
         try:
@@ -251,16 +247,18 @@ def decode(inputs, out, out_dir, task, shard, skip_existing, manifest, device):
                     return note
             codec = pipeline.codec_for(hd, device)  # cached after the first
             t0 = time.time()
-            res = pipeline.decode_bytes(data, task=task, codec=codec)
+            res = pipeline.decode_bytes(data, task=task, codec=codec, tasknet=tasknet)
             placed = output_files(job, out, out_dir, res.files(), res.task)
             outputs.write(job, placed)
         except (bitstream.BitstreamError, CorruptStreamError, pipeline.UsageError) as e:
             raise InputError(str(e)) from None
         finally:
             claims.release(claimed)  # done, failed or skipped: the claim goes
+        net = getattr(res.tasknet, "tasknet", res.tasknet)  # an adapter's own network, or the one that ran
         log.add({"input": job.src, "outputs": [str(p) if p else "-" for p, _ in placed], "task": res.task,
-                 "bpp": res.bpp, "quality": hd.quality, "method": hd.method.name.lower(),
+                 "bpp": res.bpp, "quality": hd.quality, "method": codec.method,
                  "model_hash": hd.model_hash.hex(), "adapter_hash": hd.adapter_hash.hex(),
+                 "task_network": None if net is None else {"name": net.name, "hash": net.hash.hex()},
                  "seconds": round(time.time() - t_load, 3)})
         return (f"{job.src} -> {placed[0][0] or 'stdout'}: {res.task}, {res.bpp:.4f} bpp, {time.time() - t0:.2f} s "
                 f"(model load {t0 - t_load:.2f} s)")
@@ -280,11 +278,13 @@ MACHINE_TASKS = tuple(name for name, tag in TASK_NAMES.items() if tag != bitstre
 @click.option("--task", required=True, type=click.Choice(MACHINE_TASKS), help="the machine task")
 @click.option("-o", "--output", "out", metavar="OUT", help="output file for a single input; '-' for stdout")
 @click.option("--out-dir", type=click.Path(file_okay=False), help="write outputs here, keeping relative paths")
-@click.option("--model", default=None, help="task network name or folder (default: the task's own)")
+@click.option("--task-model", "task_model", default=None,
+              help="task network name or folder (default: the task's own)")
+@click.option("--model", "task_model", default=None, hidden=True)  # before 0.3: the same as --task-model
 @click.option("--batch", type=click.IntRange(1, 256), default=8, show_default=True,
               help="pictures per network call (same-size pictures are batched)")
 @DEVICE
-def analyze(inputs, task, out, out_dir, model, batch, device):
+def analyze(inputs, task, out, out_dir, task_model, batch, device):
     """Run a task's clean network on ordinary pictures (no coding).
 
     INPUTS are image files, folders (searched recursively) or '-' for a list of
@@ -299,7 +299,7 @@ def analyze(inputs, task, out, out_dir, model, batch, device):
     from icmcodec import pipeline
 
     try:
-        net = pipeline.load_tasknet(task, model, device=device)
+        net = pipeline.load_tasknet(task, task_model, device=device)
     except pipeline.UsageError as e:
         _fail(str(e))
     chunks = Chunked(jobs, lambda pics: net.predict(pics, batch=batch), batch)
@@ -343,17 +343,15 @@ def info(path, as_json):
         click.echo(f"{k:13s} {v}")
 
 
-def _param_count(weights: Path, kind: str = "codec") -> int:
-    """Learned parameters (not tables, not statistics) from the safetensors header, without torch."""
+def _param_count(weights: Path, counts) -> int:
+    """Learned parameters (``counts(key)``: not tables, not statistics) from the
+    safetensors header, without torch."""
     with open(weights, "rb") as f:
         n = int.from_bytes(f.read(8), "little")
         meta = json.loads(f.read(n))
     total = 0
     for k, v in meta.items():
-        if k == "__metadata__":
-            continue
-        if (k.startswith(("float.", "exact.h_s.", "exact.log2_gain", "exact.z_median")) if kind == "codec"
-                else not k.endswith(("running_mean", "running_var", "num_batches_tracked"))):
+        if k != "__metadata__" and counts(k):
             size = 1
             for s in v["shape"]:
                 size *= s
@@ -365,8 +363,16 @@ def _param_count(weights: Path, kind: str = "codec") -> int:
 @click.option("--json", "as_json", is_flag=True, help="print a JSON list")
 def models(as_json):
     """List installed models: coding models, task networks (with their clean metric) and
-    prompt sets (with the model they were made for)."""
+    adapters (with the model they were made for), then each task's default method."""
     from icmcodec import zoo
+    from icmcodec.methods.spec import counts_as_parameter
+    from icmcodec.registry import METHODS, default_method
+
+    defaults = {t: default_method(t).name for t in TASK_NAMES}
+
+    def counts(m):  # a coding model's method says which tensors are parameters
+        spec = METHODS.get(m.config.get("method")) if m.kind == "codec" else None
+        return spec.counts_as_parameter if spec else counts_as_parameter
 
     rows = []
     for m in zoo.available():
@@ -374,26 +380,31 @@ def models(as_json):
         rows.append({
             "name": m.name, "kind": m.kind, "task": m.config.get("task"),
             "method": m.config.get("method", m.kind), "quality_range": m.config.get("quality_range"),
-            "params": _param_count(m.weights, m.kind), "bytes": m.bytes, "path": str(m.path),
+            "params": _param_count(m.weights, counts(m)), "bytes": m.bytes, "path": str(m.path),
             "clean_metric": clean or None,
             **({"base_hash": m.config.get("base_hash"), "tasknet_hash": m.config.get("tasknet_hash")}
                if m.kind == "adapter" else {}),
+            **({"default_method_for": [t for t, d in defaults.items() if d == m.config.get("method")]}
+               if m.kind == "codec" else {}),
         })
     if as_json:
         click.echo(json.dumps(rows))
         return
     if not rows:
         click.echo("no models installed", err=True)
-        return
-    nw = max(16, *(len(r["name"]) for r in rows))  # columns stay aligned with long names
-    click.echo(f"{'name':{nw}s} {'task':8s} {'method':12s} {'quality':10s} {'params':>9s} {'bytes':>9s}  clean val")
-    for r in rows:
-        q = "{:g}..{:g}".format(*r["quality_range"]) if r["quality_range"] else "-"
-        c = r["clean_metric"]
-        cv = f"  {c['metric']} {c['value']:.3f}" if c else ""
-        if r["kind"] == "adapter":
-            cv = f"  prompt set on model {r['base_hash'][:12]}"
-        click.echo(f"{r['name']:{nw}s} {r['task']:8s} {r['method']:12s} {q:10s} {r['params']:9d} {r['bytes']:9d}{cv}")
+    else:
+        nw = max(16, *(len(r["name"]) for r in rows))  # columns stay aligned with long names
+        click.echo(f"{'name':{nw}s} {'task':8s} {'method':12s} {'quality':10s} {'params':>9s} {'bytes':>9s}  clean val")
+        for r in rows:
+            q = "{:g}..{:g}".format(*r["quality_range"]) if r["quality_range"] else "-"
+            c = r["clean_metric"]
+            cv = f"  {c['metric']} {c['value']:.3f}" if c else ""
+            if r["kind"] == "adapter":
+                cv = f"  adapter on model {r['base_hash'][:12]}"
+            click.echo(f"{r['name']:{nw}s} {r['task']:8s} {r['method']:12s} {q:10s} {r['params']:9d} "
+                       f"{r['bytes']:9d}{cv}")
+    click.echo("\ndefault method per task (icm encode --task T; the measured best, icmcodec/default_methods.json):")
+    click.echo("  " + ", ".join(f"{t} {m}" for t, m in defaults.items()))
 
 
 if __name__ == "__main__":

@@ -1,20 +1,18 @@
 """The one API the CLI and the benchmarks use: picture -> ``.icm`` bytes -> output.
 
 ``encode_image`` pads, analyses, codes and packs a container; ``decode_bytes`` checks
-the container, finds the model named by its hash, decodes and returns the task
-output. Models are loaded once per (model, device) and cached.
+the container, finds everything its header names in one store lookup
+(:func:`icmcodec.zoo.resolve`: the coding model, the adapter, the task network),
+decodes and returns the output. Models are loaded once per (model, device) and cached.
+Nothing here knows a method by name: the registry's spec and the codec's hooks
+(``decodable_tasks``, ``load_adapter``, ``bound``) say what each method does.
 
-Machine tasks with the ``hyperprior`` method are the papers' "human codec" anchor
-(TransTIC's TIC): the reconstruction codec codes the picture, and the decoder runs the
-task's clean-trained network (:mod:`icmcodec.tasks`) on the reconstruction. The header
-carries the task tag and the task network's hash (``adapter_hash``), so a file is
-decoded by exactly the network it was encoded for.
-
-Methods with a per-task artifact (``MethodSpec.artifact``: TransTIC's and Prompt-ICM's
-prompt sets) name the artifact in ``adapter_hash`` instead; the artifact names the base
-model it was made for (checked on load) and the task network it was trained with, which
-the decoder then runs: on the decoded picture (TransTIC), or, for a method that codes
-features (Prompt-ICM), the artifact's own decoder finishes the task on them.
+A machine-task file of a method that codes a picture names the task network the decoder
+runs on the picture (``adapter_hash``); a method with per-task adapters
+(``MethodSpec.adapter``: TransTIC's and Prompt-ICM's prompt sets) names the adapter
+instead, and the adapter names the base model it was made for (checked on load) and the
+task network it was trained with. A recon file of a picture method can also be decoded
+to any machine task: the task's default network (or ``tasknet``) runs on the picture.
 """
 from __future__ import annotations
 
@@ -27,7 +25,7 @@ import numpy as np
 import bitstream
 from bitstream import CoderId
 from icmcodec import zoo
-from icmcodec.registry import METHODS, TASK_NAMES, method_by_id
+from icmcodec.registry import METHODS, TASK_NAMES, default_method, method_by_id
 
 
 
@@ -55,6 +53,13 @@ def _load(path: str, device: str, model_hash: bytes):
     return spec.build(config, state, mhash, device)
 
 
+def _codec_at(entry: zoo.ModelEntry, device: str):
+    if entry.config.get("method") not in METHODS:
+        raise UsageError(f"model {entry.name} is of method {entry.config.get('method')!r}, which this icm does not "
+                         f"implement (methods: {', '.join(METHODS)})")
+    return _load(str(entry.path.resolve()), resolve_device(device), entry.hash())
+
+
 def load_codec(model: str | None = None, *, method: str | None = None, model_hash: bytes | None = None,
                device: str = "auto"):
     """The coding model: by name or folder, by a header's hash, or the default (of
@@ -62,51 +67,65 @@ def load_codec(model: str | None = None, *, method: str | None = None, model_has
     entry = zoo.find(model, task="recon", model_hash=model_hash, method=method)
     if method is not None and entry.config.get("method") != method:
         raise UsageError(f"model {entry.name} codes with {entry.config.get('method')}, not {method}")
-    return _load(str(entry.path.resolve()), resolve_device(device), entry.hash())
+    return _codec_at(entry, device)
 
 
 @lru_cache(maxsize=16)
-def _load_adapter(path: str, artifact_hash: bytes, codec):
-    entry = zoo.entry_at(path)
-    config, state, h = zoo.load_state(entry)
+def _load_adapter(path: str, adapter_hash: bytes, codec, tasknet):
+    config, state, h = zoo.load_state(zoo.entry_at(path))
     try:
-        return codec.load_adapter(config, state, h)
+        return codec.load_adapter(config, state, h, tasknet)
     except ValueError as e:
         raise UsageError(str(e)) from None
 
 
+def _adapter_at(codec, entry: zoo.ModelEntry, task: str):
+    """The adapter in ``entry`` for ``codec``'s base, with the task network it names."""
+    if entry.kind != "adapter":
+        raise UsageError(f"{entry.name} is a {zoo.KIND_NAMES.get(entry.kind, entry.kind)}, not an adapter")
+    if entry.config.get("task") != task:
+        raise UsageError(f"adapter {entry.name} is for {entry.config.get('task')}, not {task}")
+    if entry.config.get("method", codec.method) != codec.method:
+        raise UsageError(f"adapter {entry.name} is a {entry.config.get('method')} adapter, not a {codec.method} one")
+    net_hex = entry.config.get("tasknet_hash")
+    net = load_tasknet(task, model_hash=bytes.fromhex(net_hex), device=str(codec.device)) if net_hex else None
+    return _load_adapter(str(entry.path.resolve()), entry.hash(), codec, net)
+
+
 def load_adapter(codec, task: str, *, name: str | None = None, model_hash: bytes | None = None,
-                  tasknet_hash: bytes | None = None):
-    """The per-task artifact of an artifact method (a prompt set) for ``codec``'s base:
-    by name, by the hash a header names, or the task's default among those made for this
-    base (and, given ``tasknet_hash``, for that task network)."""
-    kind = METHODS[codec.method].adapter
-    what = "adapter"
+                 tasknet_hash: bytes | None = None):
+    """The per-task adapter of an adapter method for ``codec``'s base: by name, by the
+    hash a header names, or the task's default among those made for this base (and,
+    given ``tasknet_hash``, for that task network)."""
     try:
         if name is not None or model_hash is not None:
-            entry = zoo.find(name, task=task, model_hash=model_hash, kind=kind)
+            entry = zoo.find(name, task=task, model_hash=model_hash, kind="adapter")
         else:
-            found = [m for m in zoo.available() if m.kind == kind and m.config.get("task") == task
+            found = [m for m in zoo.available() if m.kind == "adapter" and m.config.get("task") == task
                      and m.config.get("base_hash") == codec.model_hash.hex()
                      and (tasknet_hash is None or m.config.get("tasknet_hash") == tasknet_hash.hex())]
             if not found:
                 raise UsageError(
-                    f"no {what} for task {task} on model {codec.config.get('name')} ({codec.model_hash.hex()[:12]})"
+                    f"no adapter for task {task} on model {codec.config.get('name')} ({codec.model_hash.hex()[:12]})"
                     + (f" and task network {tasknet_hash.hex()[:12]}" if tasknet_hash else "")
-                    + f" is installed (see 'icm models'; python -m icmcodec.methods.{codec.method}.train makes one)")
+                    + f" is installed (see 'icm models'; {METHODS[codec.method].train_command} makes one)")
             entry = next((m for m in found if m.config.get("default")), found[0])
     except zoo.ModelNotFoundError as e:
         raise UsageError(str(e)) from None
-    if entry.config.get("task") != task:
-        raise UsageError(f"{what} {entry.name} is for {entry.config.get('task')}, not {task}")
-    return _load_adapter(str(entry.path.resolve()), entry.hash(), codec)
+    return _adapter_at(codec, entry, task)
 
 
 @lru_cache(maxsize=8)
-def _load_tasknet(path: str, device: str):
+def _load_tasknet(path: str, device: str, model_hash: bytes):
     from icmcodec.tasks.predict import TaskModel
 
     return TaskModel.load(path, device)
+
+
+def _tasknet_at(entry: zoo.ModelEntry, task: str, device: str):
+    if entry.config.get("task") != task:
+        raise UsageError(f"task network {entry.name} is for {entry.config.get('task')}, not {task}")
+    return _load_tasknet(str(entry.path.resolve()), resolve_device(device), entry.hash())
 
 
 def load_tasknet(task: str, name: str | None = None, *, model_hash: bytes | None = None, device: str = "auto"):
@@ -115,9 +134,40 @@ def load_tasknet(task: str, name: str | None = None, *, model_hash: bytes | None
         entry = zoo.find(name, task=task, model_hash=model_hash, kind="tasknet")
     except zoo.ModelNotFoundError as e:
         raise UsageError(str(e)) from None
-    if entry.config.get("task") != task:
-        raise UsageError(f"task network {entry.name} is for {entry.config.get('task')}, not {task}")
-    return _load_tasknet(str(entry.path.resolve()), resolve_device(device))
+    return _tasknet_at(entry, task, device)
+
+
+def encoder_for(task: str = "recon", *, model: str | None = None, method: str | None = None,
+                task_model: str | None = None, device: str = "auto"):
+    """What an encode of ``task`` needs, once for any number of pictures: ``(codec,
+    tasknet)``. The codec is ``model`` (its method unless ``method`` names another:
+    an error), else the default model of ``method``, else of the task's default method
+    (the measured best, :func:`icmcodec.registry.default_method`); for a machine task
+    an adapter method's codec comes bound to the task's adapter (the one made for
+    ``task_model`` if given), a picture method's with the task network the file will
+    name (``task_model`` or the task's default)."""
+    if task not in TASK_NAMES:
+        raise UsageError(f"unknown task {task!r} (one of: {', '.join(TASK_NAMES)})")
+    if method is not None and method not in METHODS:
+        raise UsageError(f"unknown method {method!r} (available: {', '.join(METHODS)})")
+    if task_model and task == "recon":
+        raise UsageError("--task-model is for machine tasks, not recon")
+    if method is None and model is None:
+        method = default_method(task).name
+    try:
+        codec = load_codec(model, method=method, device=device)
+    except zoo.ModelNotFoundError as e:
+        raise UsageError(str(e)) from None
+    spec = METHODS[codec.method]
+    if TASK_NAMES[task] not in spec.tasks:
+        raise UsageError(f"method {spec.name} does not code task {task}")
+    tasknet = None
+    if task != "recon" and spec.adapter:
+        net = load_tasknet(task, task_model, device=device) if task_model else None
+        codec = codec.bound(load_adapter(codec, task, tasknet_hash=net.hash if net else None))
+    elif task != "recon" and codec.produces == "picture":
+        tasknet = load_tasknet(task, task_model, device=device)
+    return codec, tasknet
 
 
 @dataclass
@@ -167,24 +217,22 @@ def encode_image(rgb: np.ndarray, *, task: str = "recon", quality: float | None 
     Rate control: ``max_bytes`` codes at the highest quality whose whole file fits in
     that many bytes, ``bpp`` at the highest whose file is at most that many bits per
     pixel (``quality`` is then ignored); see :func:`fit_rate`."""
+    if codec is None:
+        codec, net = encoder_for(task, model=model, method=method, device=device)
+        tasknet = tasknet or net
     if task not in TASK_NAMES:
         raise UsageError(f"unknown task {task!r} (one of: {', '.join(TASK_NAMES)})")
-    if codec is None:
-        try:
-            codec = load_codec(model, method=method, device=device)
-        except zoo.ModelNotFoundError as e:
-            raise UsageError(str(e)) from None
     spec = METHODS[codec.method]
     if TASK_NAMES[task] not in spec.tasks:
         raise UsageError(f"method {spec.name} does not code task {task}")
     adapter_hash = bytes(16)
     if task != "recon" and spec.adapter:
-        art = codec.adapter
-        if art is None or art.task != task or (tasknet is not None and art.tasknet_hash != tasknet.hash):
-            art = load_adapter(codec, task, tasknet_hash=tasknet.hash if tasknet is not None else None)
-            codec = codec.bound(art)
-            analysis = None  # an analysis made without this artifact's encoder prompts does not apply
-        adapter_hash = art.hash
+        ad = codec.adapter
+        if ad is None or ad.task != task or (tasknet is not None and ad.tasknet_hash != tasknet.hash):
+            ad = load_adapter(codec, task, tasknet_hash=tasknet.hash if tasknet is not None else None)
+            codec = codec.bound(ad)
+            analysis = None  # an analysis made without this adapter's encoder prompts does not apply
+        adapter_hash = ad.hash
     elif task != "recon" and codec.produces == "picture":
         if tasknet is None:
             tasknet = load_tasknet(task, device=device)
@@ -313,9 +361,10 @@ def codec_for(header: bitstream.Header, device: str = "auto"):
     """The installed codec a file's header names (by method and model hash); cached."""
     try:
         spec = method_by_id(header.method)
-        codec = load_codec(model_hash=header.model_hash, device=device)
+        entry = zoo.resolve(header.model_hash).model
     except (zoo.ModelNotFoundError, LookupError) as e:
         raise UsageError(str(e)) from None
+    codec = _codec_at(entry, device)
     if codec.method != spec.name:
         raise UsageError(f"the file says method {spec.name}, but the model it names is a {codec.method} model")
     return codec
@@ -323,48 +372,65 @@ def codec_for(header: bitstream.Header, device: str = "auto"):
 
 def decode_bytes(data: bytes, *, task: str | None = None, device: str = "auto", codec=None,
                  tasknet=None) -> Decoded:
-    """Complete ``.icm`` bytes -> the task output. ``task`` asks a file for one of its
-    tasks: its own, or ``recon`` where the method codes a picture. Raises
-    ``bitstream.BitstreamError`` (or ``CorruptStreamError``) for a damaged file and
-    ``UsageError`` for one this installation cannot decode."""
+    """Complete ``.icm`` bytes -> an output. ``task`` asks a file for one of the tasks it
+    serves (the codec's ``decodable_tasks``; default: the header's); for a recon file
+    decoded to a machine task, ``tasknet`` chooses the network (default: the task's
+    own). Raises ``bitstream.BitstreamError`` (or ``CorruptStreamError``) for a damaged
+    file and ``UsageError`` for one this installation cannot decode."""
     c = bitstream.unpack(data)
     hd = c.header
     own = hd.task.name.lower()
     task = own if task is None else task
+    try:
+        spec = method_by_id(hd.method)
+        # everything the header names, in one lookup: model, adapter, task network
+        found = zoo.resolve(hd.model_hash if codec is None else None, hd.adapter_hash,
+                            "adapter" if spec.adapter else "tasknet")
+    except (zoo.ModelNotFoundError, LookupError) as e:
+        raise UsageError(str(e)) from None
     if codec is None:
-        codec = codec_for(hd, device)
+        codec = _codec_at(found.model, device)
     elif codec.model_hash != hd.model_hash:
         raise UsageError("the file was made with another model than the one given")
-    # rule 11 of the spec, before anything is loaded for the file: the method codes the
-    # file's task and its chunks are exactly the method's (decode_chunks checks them again)
-    if hd.task not in METHODS[codec.method].tasks:
+    if codec.method != spec.name:
+        raise UsageError(f"the file says method {spec.name}, but the model it names is a {codec.method} model")
+    # rule 11 of the spec, before anything else is loaded for the file: the method codes
+    # the file's task and its chunks are exactly the method's (decode_chunks checks again)
+    if hd.task not in spec.tasks:
         raise bitstream.UnsupportedFeatureError(f"method {codec.method} does not code task {own}")
     codec.payloads(c.chunks)
-    if task != own and not (task == "recon" and codec.produces == "picture"):
-        raise UsageError(f"the file is coded for {own}; it cannot give {task}"
-                         + (" (its method codes a picture: --task recon gives it)" if codec.produces == "picture"
-                            else ""))
-    net_hash = hd.adapter_hash
-    if METHODS[codec.method].adapter and hd.adapter_hash != bytes(16):
-        art = load_adapter(codec, own, model_hash=hd.adapter_hash)
-        codec, net_hash = codec.bound(art), art.tasknet_hash
+    serves = codec.decodable_tasks(hd)
+    if task not in serves:
+        raise UsageError(f"the file is coded for {own}; it can give {', '.join(serves)}, not {task}")
+    dev = str(getattr(codec, "device", device))
+    if found.adapter is not None:
+        if codec.adapter is None or codec.adapter.hash != hd.adapter_hash:
+            codec = codec.bound(_adapter_at(codec, found.adapter, own))
+    net = None
     if task != "recon" and codec.produces == "picture":
-        if tasknet is None:
-            tasknet = load_tasknet(task, model_hash=net_hash, device=device)
-        elif tasknet.hash != net_hash:
-            raise UsageError("the file was made for another task network than the one given")
+        named = found.tasknet if task == own else None  # a recon file names none: the task's default
+        if tasknet is not None:
+            if named is not None and tasknet.hash != named.hash():
+                raise UsageError("the file was made for another task network than the one given")
+            if tasknet.spec.name != task:
+                raise UsageError(f"the task network given is for {tasknet.spec.name}, not {task}")
+            net = tasknet
+        elif named is not None:
+            net = _tasknet_at(named, task, dev)
+        else:
+            net = load_tasknet(task, device=dev)
     lo, hi = codec.quality_range
     if not lo <= hd.quality <= hi:
         raise bitstream.LimitError(f"quality {hd.quality:g} is outside the range {lo:g}..{hi:g} of the model it names")
     if codec.produces != "picture":
         # the method's decoder finishes the task itself (Prompt-ICM: prompts and head on
-        # the task network's later stages); its artifact writes the output
+        # the task network's later stages); its adapter writes the output
         if codec.adapter is None:
-            raise UsageError(f"the file names no {adapter} to decode its task with")
+            raise UsageError("the file names no adapter to decode its task with")
         out = codec.decode_chunks(hd, c.chunks)
         return Decoded(hd, task, None, bitstream.bits_per_pixel(c), output=out, tasknet=codec.adapter)
     rgb = codec.decode_chunks(hd, c.chunks)
     res = Decoded(hd, task, rgb, bitstream.bits_per_pixel(c))
-    if tasknet is not None:
-        res.output, res.tasknet = tasknet.predict([rgb])[0], tasknet
+    if net is not None:
+        res.output, res.tasknet = net.predict([rgb])[0], net
     return res

@@ -279,7 +279,7 @@ def _run(a) -> None:
         codecs[label] = (c, icm_qualities(c, a.qualities))
     # with no adapter, a file is the base's picture ("recon": the header's task and
     # adapter fields have the same size, so the rate is the same) and the network runs
-    # on the decoded picture (decode_bytes runs the network it is given)
+    # on the decoded picture (a recon file decoded to the task: the network given runs)
     coded_task = "recon" if a.adapter == "none" else spec.name
     anchors = pick_anchors(a.anchors)
     samples = spread(spec.dataset(a.data, a.split), a.limit)
@@ -316,7 +316,7 @@ def _run(a) -> None:
         for m, (codec, qualities) in codecs.items():
             for q in qualities:
                 data = pipeline.encode_image(rgb, task=coded_task, quality=q, codec=codec, tasknet=net)
-                res = pipeline.decode_bytes(data, codec=codec, tasknet=net)
+                res = pipeline.decode_bytes(data, task=spec.name, codec=codec, tasknet=net)
                 rec["curves"][f"{m}@{q}"] = {"bpp": 8 * len(data) / px,
                                              "totals": one_picture(new_metric, res.output, label)}
         for n, anchor in anchors.items():

@@ -54,6 +54,24 @@ class Codec:
         """This codec with a per-task adapter on (methods with adapters override it)."""
         raise NotImplementedError(f"method {self.method} has no per-task adapters")
 
+    def load_adapter(self, config: dict, state: dict, model_hash: bytes, tasknet=None):
+        """A per-task adapter from its model folder's config and tensors, for this base
+        (``tasknet``: the loaded task network the adapter names, for methods whose
+        adapter works on it). ``ValueError`` if it does not fit."""
+        raise NotImplementedError(f"method {self.method} has no per-task adapters")
+
+    def decodable_tasks(self, header: bitstream.Header) -> tuple[str, ...]:
+        """The outputs a file of this method can give, its own task first (the spec's
+        "tasks a file serves"): a picture method's recon file every task (a machine task
+        through the task's default network), its machine-task file its task and recon;
+        a method that codes features or the task, its own task only."""
+        own = header.task.name.lower()
+        if self.produces != "picture":
+            return (own,)
+        if header.task == bitstream.TaskTag.RECON:
+            return tuple(t.name.lower() for t in bitstream.TaskTag)
+        return (own, "recon")
+
     @property
     def quality_range(self) -> tuple[float, float]:
         """Trained levels span 0..levels-1; a model's config may extend the low end

@@ -31,6 +31,11 @@ STD = (0.229, 0.224, 0.225)
 NANO_ARGS = dict(depths=(2, 2, 2, 2), embed_dims=(32, 64, 128, 256), num_heads=(1, 2, 4, 8),
                  mlp_ratios=(4, 4, 4, 4), sr_ratios=(8, 4, 2, 1))
 
+# a PVT small enough for tests; the tiny task networks of the test suite use it too, so a
+# tiny Prompt-ICM base's extractor and their backbones have the same architecture
+TINY_PVT = {"embed_dims": [8, 16, 32, 64], "depths": [1, 1, 1, 1], "num_heads": [1, 1, 2, 2], "mlp_ratios": [2, 2, 2, 2]}
+
+
 # timm looks up a model's default configuration in its module's ``default_cfgs``; no
 # URL: our weights come with the package, never from a hub.
 default_cfgs = generate_default_cfgs({

@@ -88,6 +88,18 @@ def write_cls(probs: np.ndarray, class_names: list[str], k: int = 5) -> dict[str
     return {".cls.json": (json.dumps(doc) + "\n").encode()}
 
 
+def with_sources(files: dict[str, bytes], sources: dict) -> dict[str, bytes]:
+    """The outputs with ``sources`` (which networks made them: name and hash) added to
+    each JSON output (the semseg legend, the cls result); the pictures stay as they are."""
+    out = dict(files)
+    for suffix, data in files.items():
+        if suffix.endswith(".json"):
+            doc = json.loads(data)
+            doc.update(sources)
+            out[suffix] = (json.dumps(doc, indent=1) + "\n").encode()
+    return out
+
+
 def read_depth_png(data_or_path) -> np.ndarray:
     """Inverse of :func:`write_depth`: metres as float64 (0 where no depth)."""
     import io

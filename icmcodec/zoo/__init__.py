@@ -105,21 +105,12 @@ def find(name: str | None = None, *, task: str = "recon", model_hash: bytes | No
             raise ModelNotFoundError(f"no model of method {method} is installed (see 'icm models')")
         # a method's default model, whatever it codes (a feature codec's task is "features")
         return next((m for m in models if m.config.get("default", False)), models[0])
-    what = {"codec": "model", "tasknet": "task network", "adapter": "adapter"}.get(kind, kind)
+    what = KIND_NAMES.get(kind, kind)
     if model_hash is not None:
         for m in models:
             if m.hash() == model_hash:
                 return m
-        old = retired().get(model_hash.hex())
-        if old:
-            raise ModelNotFoundError(
-                f"the file was made for {what} {old['name']} ({model_hash.hex()[:12]}), which icm "
-                f"{old['retired_in']} no longer ships (its successor is {old['successor']}); decode it with an "
-                f"older icm, or add that {what}'s folder to ICM_MODEL_PATH")
-        raise ModelNotFoundError(
-            f"the file was made with {what} {model_hash.hex()}, which is not installed "
-            "(add its folder to ICM_MODEL_PATH)"
-        )
+        raise not_installed(what, model_hash)
     if name is not None:
         if (Path(name) / "config.json").is_file():
             entry = entry_at(name)
@@ -137,6 +128,58 @@ def find(name: str | None = None, *, task: str = "recon", model_hash: bytes | No
         if m.config.get("task") == task:
             return m
     raise ModelNotFoundError(f"no {what} installed for task {task!r}")
+
+
+KIND_NAMES = {"codec": "model", "tasknet": "task network", "adapter": "adapter"}
+
+
+def not_installed(what: str, model_hash: bytes) -> ModelNotFoundError:
+    """The error for a hash no installed model has (naming the model if icm retired it)."""
+    old = retired().get(model_hash.hex())
+    if old:
+        return ModelNotFoundError(
+            f"the file was made for {what} {old['name']} ({model_hash.hex()[:12]}), which icm "
+            f"{old['retired_in']} no longer ships (its successor is {old['successor']}); decode it with an "
+            f"older icm, or add that {what}'s folder to ICM_MODEL_PATH")
+    return ModelNotFoundError(f"the file was made with {what} {model_hash.hex()}, which is not installed "
+                              "(add its folder to ICM_MODEL_PATH)")
+
+
+@dataclass(frozen=True)
+class Resolved:
+    """Everything a file header names, found together: the coding model, the adapter
+    (if the header's ``adapter_hash`` names one) and the task network (the one the
+    header names, or the one the adapter was made with)."""
+
+    model: ModelEntry | None  # None: not asked for (the caller has the model loaded)
+    adapter: ModelEntry | None = None
+    tasknet: ModelEntry | None = None
+
+
+def resolve(model_hash: bytes | None, adapter_hash: bytes = bytes(16), names: str = "tasknet") -> Resolved:
+    """The installed models a file names, in one pass over the search path (hashes are
+    cached per file and modification time). ``names``: the kind ``adapter_hash`` names
+    for the file's method (``adapter`` or ``tasknet``); ``model_hash`` None: the
+    coding model is not looked up."""
+    by_hash: dict[bytes, ModelEntry] = {}
+    for m in available():
+        by_hash.setdefault(m.hash(), m)
+    model = None if model_hash is None else by_hash.get(model_hash)
+    if model_hash is not None and (model is None or model.kind != "codec"):
+        raise not_installed("model", model_hash)
+    if adapter_hash == bytes(16):
+        return Resolved(model)
+    named = by_hash.get(adapter_hash)
+    if named is None or named.kind != names:
+        raise not_installed(KIND_NAMES.get(names, names), adapter_hash)
+    if named.kind == "tasknet":
+        return Resolved(model, tasknet=named)
+    net_hash = bytes.fromhex(named.config.get("tasknet_hash") or "")
+    net = by_hash.get(net_hash) if net_hash else None
+    if net_hash and (net is None or net.kind != "tasknet"):
+        raise ModelNotFoundError(f"adapter {named.name} runs task network {net_hash.hex()}, which is not installed "
+                                 "(add its folder to ICM_MODEL_PATH)")
+    return Resolved(model, named, net)
 
 
 @lru_cache(maxsize=1)

@@ -10,3 +10,16 @@
 | ``codec`` | coding time: picture <-> chunks, through the tiled executor |
 | ``train`` | its training entry (the shared loop of :mod:`icmcodec.train`) |
 """
+from bitstream import MethodId, TaskTag
+from icmcodec.methods.spec import MethodSpec
+
+SPEC = MethodSpec(
+    "hyperprior", MethodId.HYPERPRIOR, tuple(TaskTag),
+    "gained mean-scale hyperprior with an exact integer entropy-parameter path; for a machine task the decoder "
+    "runs the task's clean network on the reconstruction (TIC anchor)",
+    package=__name__,
+    param_prefixes=("float.", "exact.h_s.", "exact.log2_gain", "exact.z_median"),
+    code={"codec": ".codec:HyperpriorCodec", "export": ".export:main", "trainable": ".export:trainable_from_state",
+          "model": ".model:GainedHyperprior", "config": ".transforms:HyperpriorConfig", "train": ".train:main",
+          "tiny": ".tiny:write_tiny_model"},
+)
