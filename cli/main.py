@@ -130,7 +130,7 @@ def encode(inputs, out, out_dir, task, quality, model, method, task_model, bpp, 
         _fail(str(e))
 
     if batch is None:
-        batch = 8 if codec.device.type == "cuda" else 1
+        batch = 8 if str(codec.device).startswith("cuda") else 1
     claims = Claims(skip_existing)  # cooperating workers: see cli/claims.py
 
     def skip(job: Job) -> Path | None:

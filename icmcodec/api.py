@@ -60,26 +60,30 @@ def encode(image: Image, *, task: str = "recon", quality: float | None = None, b
     network a machine-task file names."""
     from icmcodec import pipeline
 
-    codec = pipeline.load_codec(model, method=method, device=device) if (model or method) else None
-    tasknet = pipeline.load_tasknet(task, task_model, device=device) if task_model else None
-    return pipeline.encode_image(as_rgb(image), task=task, quality=quality, bpp=bpp, max_bytes=max_bytes,
-                                 codec=codec, tasknet=tasknet, device=device)
+    rgb = as_rgb(image)
+    codec, tasknet = pipeline.encoder_for(task, model=model, method=method, task_model=task_model, device=device)
+    return pipeline.encode_image(rgb, task=task, quality=quality, bpp=bpp, max_bytes=max_bytes, codec=codec,
+                                 tasknet=tasknet, device=device)
 
 
-def decode(data: bytes, *, task: str | None = None, device: str = "auto"):
+def decode(data: bytes, *, task: str | None = None, task_model: str | None = None, device: str = "auto"):
     """The bytes of a ``.icm`` file -> :class:`icmcodec.pipeline.Decoded`: ``.task``,
     ``.rgb`` (the picture, when the method codes one), ``.output`` (the task output:
     class ids, probabilities, ...), ``.bpp`` and ``.files()`` (what ``icm decode``
-    writes, as ``{suffix: bytes}``). ``task="recon"`` asks a machine-task file for its
-    picture."""
+    writes, as ``{suffix: bytes}``). ``task`` asks for another output the file serves:
+    ``"recon"`` a machine-task file's picture, a machine task a recon file's (through the
+    task's default network, or ``task_model``)."""
     from icmcodec import pipeline
 
-    return pipeline.decode_bytes(bytes(data), task=task, device=device)
+    net = pipeline.load_tasknet(task, task_model, device=device) if task_model else None
+    return pipeline.decode_bytes(bytes(data), task=task, device=device, tasknet=net)
 
 
-def analyze(image: Image, *, task: str, model: str | None = None, device: str = "auto") -> np.ndarray:
-    """The task's clean network on an uncoded picture: the same output ``decode``
-    gives for a coded one (class ids, an edge map, class probabilities, ...)."""
+def analyze(image: Image, *, task: str, task_model: str | None = None, device: str = "auto",
+            model: str | None = None) -> np.ndarray:
+    """The task's clean network (``task_model``, default the task's own) on an uncoded
+    picture: the same output ``decode`` gives for a coded one (class ids, an edge map,
+    class probabilities, ...). ``model`` is the name this argument had before 0.3."""
     from icmcodec import pipeline
 
-    return pipeline.load_tasknet(task, model, device=device).predict([as_rgb(image)])[0]
+    return pipeline.load_tasknet(task, task_model or model, device=device).predict([as_rgb(image)])[0]

@@ -39,6 +39,7 @@ class Codec:
     method: str = ""
     produces: str = "picture"
     levels: int = 1  # trained quality levels 0..levels-1
+    device = "cpu"  # where its networks run (a torch.device, or its name)
     # the payload chunks every file of the method has, in order (rule 11 of the spec)
     chunk_layout: tuple[bitstream.ChunkType, ...] = (bitstream.ChunkType.HYPER, bitstream.ChunkType.LATENT)
 

@@ -21,45 +21,12 @@ twin (:mod:`icmcodec.methods.context.exact`) runs bit-exactly at coding time.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import torch
 import torch.nn as nn
 
+from icmcodec.coding.checkerboard import anchor_mask
+from icmcodec.methods.context.config import ContextConfig
 from icmcodec.methods.hyperprior.model import GainedHyperprior
-from icmcodec.methods.hyperprior.transforms import HyperpriorConfig
-
-
-@dataclass(frozen=True)
-class ContextConfig(HyperpriorConfig):
-    slices: tuple = (16, 16, 32, 64, 64)  # channel slices, must sum to M
-    hidden: int = 64  # width of the context and parameter networks
-
-    def to_dict(self) -> dict:
-        d = super().to_dict()
-        d["slices"] = list(self.slices)
-        return d
-
-    @classmethod
-    def from_dict(cls, d: dict) -> "ContextConfig":
-        d = dict(d)
-        if "slices" in d:
-            d["slices"] = tuple(d["slices"])
-        return super().from_dict(d)
-
-    def slice_bounds(self) -> list[tuple[int, int]]:
-        if sum(self.slices) != self.M:
-            raise ValueError(f"slices {self.slices} do not add up to M={self.M}")
-        edges = [0]
-        for s in self.slices:
-            edges.append(edges[-1] + s)
-        return list(zip(edges, edges[1:]))
-
-
-def anchor_mask(h: int, w: int, device=None) -> torch.Tensor:
-    """1 where (row + column) is even: the checkerboard's first pass."""
-    yy, xx = torch.meshgrid(torch.arange(h, device=device), torch.arange(w, device=device), indexing="ij")
-    return ((yy + xx) % 2 == 0).float()
 
 
 class ContextNets(nn.Module):

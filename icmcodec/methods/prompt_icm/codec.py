@@ -37,9 +37,10 @@ import torch
 import torch.nn.functional as F
 
 import bitstream
+from icmcodec.coding.transforms import TransformCodec, padded_size
 from icmcodec.exact import ACT_FRAC
-from icmcodec.methods.base import Encoded, AdapterBinding
-from icmcodec.methods.hyperprior.codec import HyperpriorCodec, padded_size
+from icmcodec.layers.transforms import hyper_analysis
+from icmcodec.methods.base import AdapterBinding, Codec, Encoded
 from icmcodec.methods.prompt_icm.model import (Analysis, InformationSelector, PromptIcmConfig, Synthesis, build_extractor,
                                                load_extractor)
 from icmcodec.tasks import tiled
@@ -185,12 +186,14 @@ class PromptIcmAdapter:
         return self.spec.write(output, self.labels)
 
 
-class PromptIcmCodec(AdapterBinding, HyperpriorCodec):
-    """The feature codec with its extractor, and a task's adapter when bound."""
+class PromptIcmCodec(AdapterBinding, TransformCodec, Codec):
+    """The feature codec with its extractor, and a task's adapter when bound: its SFT
+    transforms + hyperprior(factorized z, Gaussian-conditional y)."""
 
     method = "prompt-icm"
     produces = "features"
     config_cls = PromptIcmConfig
+    encoded = Encoded
 
     def __init__(self, config: dict, state: dict[str, np.ndarray], model_hash: bytes, device="cpu", tiling=None):
         super().__init__(config, {k: v for k, v in state.items() if not k.startswith("extractor.")}, model_hash,
@@ -213,8 +216,7 @@ class PromptIcmCodec(AdapterBinding, HyperpriorCodec):
     feature_tiling = FeatureTiling()
 
     def _float_transforms(self):
-        h_a = super()._float_transforms()[2]
-        return Analysis(self.arch), Synthesis(self.arch), h_a
+        return Analysis(self.arch), Synthesis(self.arch), hyper_analysis(self.arch)
 
     @property
     def quality_range(self) -> tuple[float, float]:
@@ -295,7 +297,7 @@ class PromptIcmCodec(AdapterBinding, HyperpriorCodec):
         z_sym, y_sym, mean_g_fp, _ = self.decode_symbols(z_bytes, y_bytes, coded_size, quality)
         y_hat = (y_sym + mean_g_fp / (1 << ACT_FRAC)).astype(np.float32)
         del y_sym, mean_g_fp
-        z_hat = (z_sym + self.z_median_fp[:, None, None] / (1 << ACT_FRAC)).astype(np.float32)
+        z_hat = self.hyperprior.z.dequantize(z_sym)
         _, hy, wy = y_hat.shape
         f_hat = np.empty((self.arch.C, 4 * hy, 4 * wy), dtype=np.float32)
 

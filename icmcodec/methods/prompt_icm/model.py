@@ -33,7 +33,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from icmcodec.methods.hyperprior.transforms import HyperpriorConfig, conv, deconv
+from icmcodec.layers.transforms import HyperpriorConfig, conv, deconv
 
 
 @dataclass(frozen=True)

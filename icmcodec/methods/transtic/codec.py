@@ -27,10 +27,10 @@ import numpy as np
 import torch
 import torch.nn as nn
 
+from icmcodec.coding.transforms import Tiling, TransformCodec
 from icmcodec.layers.swin import SwinBlock, TaskPrompts
-from icmcodec.methods.base import AdapterBinding
-from icmcodec.methods.hyperprior.codec import HyperpriorCodec, Tiling
-from icmcodec.methods.hyperprior.transforms import FixedGDN
+from icmcodec.layers.transforms import FixedGDN, hyper_analysis
+from icmcodec.methods.base import AdapterBinding, Codec, Encoded
 from icmcodec.methods.transtic.transforms import (PromptGenerator, TransticConfig, build_tic_transforms,
                                                   prompted_scales)
 
@@ -83,19 +83,19 @@ class _Prompted(nn.Module):
         return self.block(x, self.prompts_for(span_y, span_x))
 
 
-class TransticCodec(AdapterBinding, HyperpriorCodec):
-    """TIC (hybrid or paper layout) with an optional prompt set (:meth:`bound`)."""
+class TransticCodec(AdapterBinding, TransformCodec, Codec):
+    """TIC (hybrid or paper layout) with an optional prompt set (:meth:`bound`): TIC's
+    transforms in tiles + hyperprior(factorized z, Gaussian-conditional y)."""
 
     method = "transtic"
+    produces = "picture"
     config_cls = TransticConfig
-
-    def __init__(self, config: dict, state: dict[str, np.ndarray], model_hash: bytes, device="cpu", tiling=None):
-        super().__init__(config, state, model_hash, device, tiling or TRANSTIC_TILING)
+    encoded = Encoded
+    default_tiling = TRANSTIC_TILING
 
     def _float_transforms(self):
         g_a, g_s = build_tic_transforms(self.arch, gdn=lambda c, inverse: FixedGDN(c, inverse))
-        h_a = super()._float_transforms()[2]
-        return g_a, g_s, h_a
+        return g_a, g_s, hyper_analysis(self.arch)
 
     def load_adapter(self, config: dict, state: dict[str, np.ndarray], model_hash: bytes) -> TransticAdapter:
         self.check_base(config)

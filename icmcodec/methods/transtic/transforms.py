@@ -13,7 +13,7 @@ import torch
 import torch.nn as nn
 
 from icmcodec.layers.swin import SwinBlock
-from icmcodec.methods.hyperprior.transforms import HyperpriorConfig, conv, deconv
+from icmcodec.layers.transforms import HyperpriorConfig, conv, deconv
 
 # where the hybrid layout puts its blocks: after these layers of the hyperprior's
 # 7-layer g_a (3: GDN at 1/4, 5: GDN at 1/8) and g_s (1: inverse GDN at 1/8, 3: at 1/4)
