@@ -25,9 +25,7 @@ on GPUs and gloo on the CPU, one process per device, each drawing its own crops;
 from __future__ import annotations
 
 import argparse
-import csv
 import json
-import math
 import os
 import random
 import sys
@@ -38,53 +36,11 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from icmcodec.imageio import IMAGE_SUFFIXES, load_rgb
-from icmcodec.methods.hyperprior.model import GainedHyperprior
-from icmcodec.methods.hyperprior.transforms import HyperpriorConfig
+from icmcodec import training
+from icmcodec.imageio import load_rgb
 from icmcodec.registry import METHODS
-
-
-def list_images(folder: Path) -> list[Path]:
-    return sorted(p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
-
-
-class CropSampler:
-    """Random crops from several weighted folders held in memory as uint8 arrays."""
-
-    def __init__(self, sources: list[tuple[str, float]], crop: int, seed: int):
-        self.rng = np.random.default_rng(seed)
-        self.crop = crop
-        self.groups: list[list[np.ndarray]] = []
-        weights = []
-        for folder, w in sources:
-            imgs = [a for a in (load_rgb(p) for p in list_images(Path(folder))) if min(a.shape[:2]) >= crop]
-            if not imgs:
-                raise SystemExit(f"error: no image of at least {crop}px a side in {folder}")
-            self.groups.append(imgs)
-            weights.append(w)
-            print(f"data: {folder}: {len(imgs)} images, weight {w}", file=sys.stderr)
-        self.weights = np.asarray(weights, dtype=np.float64) / sum(weights)
-
-    def batch_u8(self, n: int) -> torch.Tensor:
-        """n crops as uint8 (n, 3, crop, crop): a quarter of the bytes to a GPU."""
-        out = np.empty((n, self.crop, self.crop, 3), dtype=np.uint8)
-        for i in range(n):
-            g = self.groups[self.rng.choice(len(self.groups), p=self.weights)]
-            a = g[self.rng.integers(len(g))]
-            y = self.rng.integers(a.shape[0] - self.crop + 1)
-            x = self.rng.integers(a.shape[1] - self.crop + 1)
-            c = a[y : y + self.crop, x : x + self.crop]
-            if self.rng.random() < 0.5:
-                c = c[:, ::-1]
-            out[i] = c
-        return torch.from_numpy(out).permute(0, 3, 1, 2)
-
-
-def rd_bpp(out: dict, x: torch.Tensor) -> torch.Tensor:
-    """Estimated bits per pixel of each picture from a forward pass's likelihoods."""
-    bits_y = -torch.log2(out["y_lik"]).flatten(1).sum(1)
-    bits_z = -torch.log2(out["z_lik"]).flatten(1).sum(1)
-    return (bits_y + bits_z) / (x.shape[2] * x.shape[3])
+from icmcodec.training import (CropSampler, CsvLog, Run, TimeBudget, add_device_arg, list_images, lr_at,  # noqa: F401
+                               parse_data, rd_bpp, setup_distributed)
 
 
 def rd_loss(model, x: torch.Tensor, levels: torch.Tensor, lambdas, judge=None) -> dict:
@@ -97,7 +53,7 @@ def rd_loss(model, x: torch.Tensor, levels: torch.Tensor, lambdas, judge=None) -
         lam = torch.tensor(lambdas, dtype=x.dtype, device=x.device)[levels]
         loss = (lam * 255.0**2 * mse + bpp).mean()
     else:
-        from icmcodec.methods.transtic.train import perceptual_distance, task_features
+        from icmcodec.tasks.features import perceptual_distance, task_features
 
         net, task_lambdas = judge
         with torch.no_grad():
@@ -109,20 +65,23 @@ def rd_loss(model, x: torch.Tensor, levels: torch.Tensor, lambdas, judge=None) -
 
 
 @torch.no_grad()
-def validate(model: GainedHyperprior, images: list[np.ndarray]) -> list[dict]:
-    """Estimated bpp / PSNR per level on held-aside images (rounded latents)."""
+def validate(model, images: list[np.ndarray]) -> list[dict]:
+    """Estimated bpp / PSNR per level on held-aside images (rounded latents), for any
+    method's trainable model: its forward takes (x, levels) and returns ``x_hat`` and
+    the likelihoods; pictures are padded to its total down-sampling (``model.align``,
+    64 when it does not say)."""
     model.eval()
+    align = int(getattr(model, "align", 64))
+    device = next(model.parameters()).device
     rows = []
     for level in range(model.cfg.levels):
         bpps, psnrs = [], []
         for a in images:
-            x = torch.from_numpy(a.copy()).permute(2, 0, 1)[None].float().div(255).to(next(model.parameters()).device)
+            x = torch.from_numpy(a.copy()).permute(2, 0, 1)[None].float().div(255).to(device)
             h, w = x.shape[2:]
-            ph, pw = (-h) % 64, (-w) % 64
-            xp = F.pad(x, (0, pw, 0, ph), mode="replicate")
-            out = model(xp, torch.tensor([level], device=x.device))
-            bits = -torch.log2(out["y_lik"]).sum() - torch.log2(out["z_lik"]).sum()
-            bpps.append(float(bits) / (h * w))
+            xp = F.pad(x, (0, (-w) % align, 0, (-h) % align), mode="replicate")
+            out = model(xp, torch.tensor([level], device=device))
+            bpps.append(float(rd_bpp(out, h * w)[0]))
             mse = F.mse_loss(out["x_hat"][..., :h, :w].clamp(0, 1), x)
             psnrs.append(float(-10 * torch.log10(mse)))
         rows.append({"level": level, "bpp": float(np.mean(bpps)), "psnr": float(np.mean(psnrs))})
@@ -130,54 +89,24 @@ def validate(model: GainedHyperprior, images: list[np.ndarray]) -> list[dict]:
     return rows
 
 
-def lr_at(step: int, total: int, base: float, warmup: int = 500) -> float:
-    """Linear warm-up over ``warmup`` steps, flat, then cosine decay over the last 30% to
-    base/20. A short fine-tune from a trained model wants ``warmup`` 0: a 500-step ramp is
-    most of its run, and its loss drifts up while the rate climbs."""
-    if step < warmup:
-        return base * (step + 1) / warmup
-    start = int(total * 0.7)
-    if step < start:
-        return base
-    t = (step - start) / max(1, total - start)
-    return base / 20 + (base - base / 20) * 0.5 * (1 + math.cos(math.pi * min(t, 1.0)))
+def trainable_of(method: str):
+    """The registered ``trainable`` (shipped state -> trainable model) of a method."""
+    try:
+        return METHODS[method].load("trainable")
+    except (KeyError, LookupError):
+        raise SystemExit(f"error: --init: method {method} has no trainable model") from None
 
 
 def init_arch(ckpt_path: str) -> dict:
-    """The architecture (HyperpriorConfig fields) of a checkpoint or shipped model folder."""
-    path = Path(ckpt_path)
-    if path.is_dir():
-        return json.loads((path / "config.json").read_text())["arch"]
-    if not path.exists():
-        raise SystemExit(f"error: --init: {ckpt_path} does not exist")
-    return torch.load(path, map_location="cpu", weights_only=False)["config"]
+    """The architecture (the method config's fields) of a checkpoint or shipped model folder."""
+    return training.read_arch(ckpt_path)
 
 
-def init_from(model: GainedHyperprior, ckpt_path: str) -> None:
-    """Warm start from a checkpoint, or from a shipped model folder, whose
-    levels/lambdas may differ."""
-    if Path(ckpt_path).is_dir():
-        from icmcodec.zoo import entry_at, load_state
-
-        config, arrays, _ = load_state(entry_at(ckpt_path))
-        src = METHODS[config.get("method", "hyperprior")].load("trainable")(config, arrays)
-        ck = {"model": src.state_dict(), "config": config["arch"], "step": config.get("train_step")}
-    else:
-        ck = torch.load(ckpt_path, map_location="cpu", weights_only=False)
-    state = {k: v for k, v in ck["model"].items() if k != "log2_gain"}
-    if hasattr(model, "adapt_warm_start"):  # a method whose layout differs from its source's
-        state = model.adapt_warm_start(state, ck["config"])
-    model.load_state_dict(state, strict=False)
-    old = ck["model"]["log2_gain"].double()
-    old_l = np.log(np.asarray(ck["config"]["lambdas"], dtype=np.float64))
-    rows = []
-    for lam in np.log(np.asarray(model.cfg.lambdas, dtype=np.float64)):
-        i = int(np.clip(np.searchsorted(old_l, lam) - 1, 0, len(old_l) - 2))
-        t = (lam - old_l[i]) / (old_l[i + 1] - old_l[i])  # may extrapolate
-        rows.append(old[i] * (1 - t) + old[i + 1] * t)
-    with torch.no_grad():
-        model.log2_gain.copy_(torch.stack(rows).float())
-    print(f"initialised from {ckpt_path} (step {ck.get('step')})", file=sys.stderr)
+def init_from(model, ckpt_path: str) -> None:
+    """Warm start any method's trainable model from a checkpoint or shipped model folder
+    of any method (see :func:`icmcodec.training.init_from`); a folder's tensors are made
+    trainable by its method's registered ``trainable``."""
+    training.init_from(model, ckpt_path, trainable_of)
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -202,6 +131,7 @@ def parse_args(argv=None) -> argparse.Namespace:
                    help="linear learning-rate warm-up (default 500; 0 for a short fine-tune from a trained model)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=0, help="torch threads (0: leave default)")
+    add_device_arg(p)
     p.add_argument("--val-every", type=int, default=2000)
     p.add_argument("--ckpt-every", type=int, default=500)
     p.add_argument("--config", default="{}", help="JSON overrides of HyperpriorConfig fields")
@@ -228,11 +158,11 @@ def task_judge(args: argparse.Namespace, levels: int, device: torch.device):
     """(frozen task network, lambda per level) for ``--task``, or None."""
     if not getattr(args, "task", None):
         return None
-    from icmcodec import pipeline
+    from icmcodec.tasks.predict import find_tasknet
 
     try:
-        net = pipeline.load_tasknet(args.task, getattr(args, "task_model", None), device="cpu")
-    except pipeline.UsageError as e:
+        net = find_tasknet(args.task, getattr(args, "task_model", None))
+    except LookupError as e:
         raise SystemExit(f"error: --task: {e}") from None
     text = getattr(args, "task_lambdas", None)
     try:
@@ -270,22 +200,6 @@ def level_choices(text: str | None, levels: int) -> np.ndarray:
     return out
 
 
-def setup_distributed() -> tuple[int, int, torch.device]:
-    """(rank, world size, device). Under ``torchrun`` joins the process group:
-    NCCL with one GPU per process when CUDA is there, gloo on the CPU otherwise."""
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    rank = int(os.environ.get("RANK", "0"))
-    local = int(os.environ.get("LOCAL_RANK", "0"))
-    device = torch.device(f"cuda:{local}") if torch.cuda.is_available() else torch.device("cpu")
-    if device.type == "cuda":
-        torch.cuda.set_device(device)
-    if "WORLD_SIZE" in os.environ:
-        import torch.distributed as dist
-
-        dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
-    return rank, world, device
-
-
 def method_classes(method: str):
     """(model class, config class) of a trainable method."""
     if method not in METHODS:
@@ -296,12 +210,13 @@ def method_classes(method: str):
         raise SystemExit(f"error: method {method} has no trainable model") from None
 
 
-def load_run_config(args: argparse.Namespace, run: Path) -> tuple[argparse.Namespace, HyperpriorConfig]:
-    """Fresh run: write train_config.json. Resume: read it back (``--steps`` may grow)."""
-    cfg_path = run / "train_config.json"
+def load_run_config(args: argparse.Namespace, run: Run) -> tuple[argparse.Namespace, object]:
+    """Fresh run: write train_config.json. Resume: read it back (``--steps`` may grow;
+    ``--device`` is this session's)."""
     if args.resume:
-        saved = json.loads(cfg_path.read_text())
-        args = argparse.Namespace(**{"method": "hyperprior", **saved["args"], "resume": True, "steps": args.steps})
+        saved = run.read_config()
+        args = argparse.Namespace(**{"method": "hyperprior", **saved["args"], "resume": True, "steps": args.steps,
+                                     "device": args.device})
         cfg = method_classes(args.method)[1].from_dict(saved["model"])
     else:
         # a warm start keeps the architecture it starts from (the fields the two
@@ -311,7 +226,7 @@ def load_run_config(args: argparse.Namespace, run: Path) -> tuple[argparse.Names
         base = {k: v for k, v in (init_arch(args.init) if args.init else {}).items() if k in fields}
         cfg = cfg_cls.from_dict({**fields, **base, **json.loads(args.config)})
     saved_args = {k: v for k, v in vars(args).items() if k != "resume"}
-    cfg_path.write_text(json.dumps({"args": saved_args, "model": cfg.to_dict()}, indent=2))
+    run.write_config({"args": saved_args, "model": cfg.to_dict()})
     return args, cfg
 
 
@@ -321,19 +236,13 @@ def main(argv=None) -> None:
         raise SystemExit("error: --crop must be a multiple of 64 (the codec's total down-sampling)")
     if args.time_budget is not None and int(os.environ.get("WORLD_SIZE", "1")) > 1:
         raise SystemExit("error: --time-budget is for single-process runs; under torchrun give --steps")
-    run = Path(args.run)
-    rank, world, device = setup_distributed()
+    parse_data(args.data)  # a bad --data spec fails here, before anything starts
+    rank, world, device = setup_distributed(args.device)
     lead = rank == 0  # only the first process writes files and prints
-    if device.type == "cuda":
-        # cuDNN autotuning for the fixed crop size; TF32 for the float transforms (the
-        # coding path's symbols never come from these floats, see icmcodec.exact)
-        torch.backends.cudnn.benchmark = True
-        torch.backends.cuda.matmul.allow_tf32 = True
-        torch.backends.cudnn.allow_tf32 = True
     if args.threads:
         torch.set_num_threads(args.threads)
+    run = Run(args.run, create=lead)
     if lead:
-        run.mkdir(parents=True, exist_ok=True)
         args, cfg = load_run_config(args, run)
     if world > 1:
         import torch.distributed as dist
@@ -344,11 +253,7 @@ def main(argv=None) -> None:
 
     random.seed(args.seed + rank)
     torch.manual_seed(args.seed)  # same initial weights on every process
-    sources = []
-    for spec in args.data:
-        folder, _, w = spec.partition(":")
-        sources.append((folder, float(w or 1.0)))
-    sampler = CropSampler(sources, args.crop, args.seed + 1000 * rank)
+    sampler = CropSampler(parse_data(args.data), args.crop, args.seed + 1000 * rank)
     val_imgs = []
     if args.val and lead:
         for p in list_images(Path(args.val)):
@@ -360,25 +265,19 @@ def main(argv=None) -> None:
     model = method_classes(args.method)[0](cfg)
     if args.init and not args.resume:
         init_from(model, args.init)
+    model.to(device)  # before the optimisers: a resumed state follows its parameters
     main_params, aux_params = trainable_split(model, getattr(args, "train_only", None))
     judge = task_judge(args, cfg.levels, device)
     choices = level_choices(getattr(args, "sample_levels", None), cfg.levels)
     opt = torch.optim.Adam(main_params, lr=args.lr)
     aux_opt = torch.optim.Adam(aux_params, lr=1e-3) if aux_params else None
     step = 0
-    ckpt = run / "last.pt"
-    if args.resume and ckpt.exists():
-        state = torch.load(ckpt, map_location="cpu", weights_only=False)
-        model.load_state_dict(state["model"])
-        opt.load_state_dict(state["opt"])
-        if aux_opt is not None:
-            aux_opt.load_state_dict(state["aux_opt"])
-        step = state["step"]
+    if args.resume and run.has_checkpoint():
+        step, _ = run.resume(("model", model), ("opt", opt), ("aux_opt", aux_opt))
         sampler.rng = np.random.default_rng([args.seed, rank, step])
         torch.manual_seed(args.seed + step)
         if lead:
             print(f"resumed at step {step}", file=sys.stderr)
-    model.to(device)
     net = model
     if world > 1:
         from torch.nn.parallel import DistributedDataParallel as DDP
@@ -387,7 +286,7 @@ def main(argv=None) -> None:
         net = DDP(model, device_ids=[device.index] if device.type == "cuda" else None,
                   find_unused_parameters=True)
 
-    log = CsvLog(run / "log.csv", ["step", "lr", "loss", "bpp", "psnr", "aux", "seconds"]) if lead else None
+    log = run.log(["step", "lr", "loss", "bpp", "psnr", "aux", "seconds"]) if lead else None
     acc = {"loss": 0.0, "bpp": 0.0, "psnr": 0.0, "aux": 0.0, "n": 0}
     t0 = time.time()
     budget = TimeBudget(args.time_budget, step) if args.time_budget else None
@@ -396,7 +295,7 @@ def main(argv=None) -> None:
         lr = lr_at(step, args.steps, args.lr, args.warmup)
         for g in opt.param_groups:
             g["lr"] = lr
-        x = sampler.batch_u8(args.batch).to(device, non_blocking=True).float().div_(255.0)
+        x = sampler.batch(args.batch, device)
         levels = torch.from_numpy(choices[sampler.rng.integers(0, len(choices), size=args.batch)]).to(device)
         out = rd_loss(net, x, levels, cfg.lambdas, judge)
         opt.zero_grad()
@@ -426,10 +325,9 @@ def main(argv=None) -> None:
             fitted = budget.fit(step, args.steps)
             if fitted != args.steps:
                 args.steps = fitted
-                cfg_path = run / "train_config.json"
-                saved = json.loads(cfg_path.read_text())
+                saved = run.read_config()
                 saved["args"]["steps"] = fitted
-                cfg_path.write_text(json.dumps(saved, indent=2))
+                run.write_config(saved)
                 print(f"time budget {args.time_budget:g} min: --steps set to {fitted}", file=sys.stderr, flush=True)
         if lead and (step % 100 == 0 or step == args.steps):
             n = acc.pop("n")
@@ -441,14 +339,12 @@ def main(argv=None) -> None:
                   f"psnr {row['psnr']:.2f} aux {row['aux']:.0f} ({el:.0f}s)", file=sys.stderr, flush=True)
             acc = {"loss": 0.0, "bpp": 0.0, "psnr": 0.0, "aux": 0.0, "n": 0}
         if lead and (step % args.ckpt_every == 0 or step == args.steps):
-            tmp = run / "last.pt.tmp"
-            torch.save({"model": model.state_dict(), "opt": opt.state_dict(),
-                        "aux_opt": aux_opt.state_dict() if aux_opt else None, "step": step, "config": cfg.to_dict(),
-                        "method": args.method}, tmp)
-            os.replace(tmp, ckpt)
+            run.save({"model": model.state_dict(), "opt": opt.state_dict(),
+                      "aux_opt": aux_opt.state_dict() if aux_opt else None, "step": step, "config": cfg.to_dict(),
+                      "method": args.method})
         if lead and val_imgs and (step % args.val_every == 0 or step == args.steps):
             rows = validate(model, val_imgs)
-            with open(run / "val.csv", "a") as f:
+            with open(run.dir / "val.csv", "a") as f:
                 for r in rows:
                     f.write(f"{step},{r['level']},{r['bpp']:.4f},{r['psnr']:.3f}\n")
             print("val " + " ".join(f"L{r['level']}:{r['bpp']:.3f}bpp/{r['psnr']:.2f}dB" for r in rows),
@@ -457,53 +353,6 @@ def main(argv=None) -> None:
         import torch.distributed as dist
 
         dist.destroy_process_group()
-
-
-class TimeBudget:
-    """Lowers the step count from the measured speed, so a run ends in time.
-
-    Timing starts after ``skip`` steps (cuDNN autotuning and warm-up are slower than
-    steady state). Every ``window`` steps after that the mean time per step so far
-    gives what still fits (with a margin for checkpoints and validation), and the step
-    count is lowered to it, never raised. Refits stop where the learning-rate decay
-    begins, so the decay, once started, runs to its end undisturbed. (The first GPU
-    run fitted once, early, and steady state turned out 10 % slower than its window:
-    it ran out of time in the middle of the decay.) Under torchrun only rank 0 would
-    fit, so multi-process runs must pass ``--steps``."""
-
-    def __init__(self, minutes: float, first_step: int, skip: int = 50, window: int = 200,
-                 margin: float = 0.95, decay_from: float = 0.7):
-        self.end = time.time() + minutes * 60.0
-        self.first, self.skip, self.window, self.margin = first_step, skip, window, margin
-        self.decay_from = decay_from
-        self.t_start = None
-
-    def fit(self, step: int, steps: int) -> int:
-        if step == self.first + self.skip:
-            self.t_start = time.time()
-            return steps
-        timed = step - self.first - self.skip
-        if self.t_start is None or timed <= 0 or timed % self.window or step >= self.decay_from * steps:
-            return steps
-        now = time.time()
-        per_step = (now - self.t_start) / timed
-        fits = step + int((self.end - now) * self.margin / per_step)
-        return max(step + 1, min(steps, fits))
-
-
-class CsvLog:
-    """Append rows to a CSV file, header once, flushed after every row."""
-
-    def __init__(self, path: Path, header: list[str]):
-        new = not path.exists()
-        self.f = open(path, "a", newline="")
-        self.w = csv.writer(self.f)
-        if new:
-            self.w.writerow(header)
-
-    def write(self, row: list) -> None:
-        self.w.writerow(row)
-        self.f.flush()
 
 
 if __name__ == "__main__":

@@ -16,6 +16,7 @@ Input policy (``config["input"]``):
 from __future__ import annotations
 
 import json
+from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
@@ -144,15 +145,34 @@ def build_net(config: dict, drop_path_rate: float = 0.0, backbone_weights=None) 
                    mean=inp.get("mean"), std=inp.get("std"))
 
 
-def save_tasknet(state: dict, config: dict, folder: str | Path) -> None:
+def save_tasknet(state: dict, config: dict, folder: str | Path) -> bytes:
     """Write a task network folder: ``config.json`` + float16 ``model.safetensors``
-    (float16 halves the download; the metric change is below what val can show)."""
+    (float16 halves the download; the metric change is below what val can show);
+    returns its hash."""
     from safetensors.torch import save as st_save
 
-    from icmcodec.imageio import atomic_write
+    from icmcodec.zoo import write_model
 
-    folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
     blob = st_save({k: (v.half() if v.is_floating_point() else v).contiguous() for k, v in state.items()})
-    atomic_write(folder / "model.safetensors", blob)
-    atomic_write(folder / "config.json", (json.dumps(config, indent=1) + "\n").encode())
+    return write_model(folder, config, blob)
+
+
+@lru_cache(maxsize=8)
+def _load_tasknet(path: str, weights_hash: bytes, device: str) -> TaskModel:
+    """Keyed by the weights' hash too: a folder replaced in place is loaded again."""
+    return TaskModel.load(path, device)
+
+
+def find_tasknet(task_name: str, name: str | None = None, model_hash: bytes | None = None,
+                 device: str = "cpu") -> TaskModel:
+    """A machine task's network from the model store (cached): by name or folder, by the
+    hash a file header names, or the task's installed default. Raises
+    :class:`icmcodec.zoo.ModelNotFoundError` (a ``LookupError``) when there is none, or
+    a network made for another task. What trainers and codecs load task networks with
+    (the pipeline is above them)."""
+    from icmcodec import zoo
+
+    entry = zoo.find(name, task=task_name, model_hash=model_hash, kind="tasknet")
+    if entry.config.get("task") != task_name:
+        raise zoo.ModelNotFoundError(f"task network {entry.name} is for {entry.config.get('task')}, not {task_name}")
+    return _load_tasknet(str(entry.path.resolve()), entry.hash(), str(device))

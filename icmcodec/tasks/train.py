@@ -21,8 +21,6 @@ smaller) and flips. Pictures are held in memory as uint8.
 from __future__ import annotations
 
 import argparse
-import csv
-import json
 import math
 import sys
 import time
@@ -35,6 +33,7 @@ import torch.nn.functional as F
 from icmcodec.tasks.datasets import resolve
 from icmcodec.tasks.predict import TaskModel, build_net, resize, save_tasknet, to_tensor
 from icmcodec.tasks.registry import CAMVID_VOID, task
+from icmcodec.training import Run, add_device_arg, lr_at, pick_device, set_lr
 
 DEFAULTS = {
     "cls": dict(crop=128, batch=32, lr=1e-3, steps=1000, input={"resize_short": 146, "crop": 128}),
@@ -142,12 +141,6 @@ def evaluate(model: TaskModel, samples, limit: int | None = None, **metric_kw) -
     return metric.value()
 
 
-def lr_at(step: int, total: int, base: float, warmup: int) -> float:
-    if step < warmup:
-        return base * (step + 1) / warmup
-    return base * 0.5 * (1 + math.cos(math.pi * (step - warmup) / max(1, total - warmup)))
-
-
 def parse_args(argv=None):
     p = argparse.ArgumentParser(prog="python -m icmcodec.tasks.train", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -171,6 +164,7 @@ def parse_args(argv=None):
     p.add_argument("--val-every", type=int, default=500)
     p.add_argument("--val-limit", type=int, default=None, help="score only the first N val samples")
     p.add_argument("--threads", type=int, default=0)
+    add_device_arg(p)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--resume", action="store_true")
     p.add_argument("--export", metavar="DIR", help="write the shipped folder from RUN/last.pt and exit")
@@ -223,7 +217,7 @@ def backbone_state(path: str) -> dict:
 
 
 def export(run: Path, out: Path, name: str | None, default: bool = False) -> None:
-    ck = torch.load(run / "last.pt", map_location="cpu", weights_only=False)
+    ck = Run(run, create=False).load()
     cfg = dict(ck["config"])
     cfg["name"] = name or out.name
     if default:
@@ -256,20 +250,22 @@ def main(argv=None) -> None:
         train_samples = spec.dataset(args.data, args.train_split)
         val_samples = spec.dataset(args.data, args.val_split)
     ck = None
+    run = Run(args.run)
     if args.resume:
-        ck = torch.load(run / "last.pt", map_location="cpu", weights_only=False)
+        ck = run.load()
         config = ck["config"]
         if args.steps:
             config["train"]["steps"] = args.steps
     else:
         config = config_for(args, spec, classes)
     tr = config["train"]
-    run.mkdir(parents=True, exist_ok=True)
-    (run / "train_config.json").write_text(json.dumps(config, indent=1) + "\n")
+    run.write_config(config, indent=1)
+    device = pick_device(args.device)
     net = build_net(config, tr["drop_path"], None if ck else tr.get("backbone_weights"))
     if args.init and not ck:
         missing, unexpected = net.backbone.load_state_dict(backbone_state(args.init), strict=False)
         print(f"backbone from {args.init} ({len(missing)} missing, {len(unexpected)} unexpected keys)", file=sys.stderr)
+    net.to(device)  # before the optimiser: a resumed state follows its parameters
     groups = []
     for part, mult in ((net.backbone, tr.get("backbone_lr", 1.0)), (net.head, 1.0)):
         ps = list(part.parameters())
@@ -278,22 +274,19 @@ def main(argv=None) -> None:
     opt = torch.optim.AdamW(groups, lr=tr["lr"])
     step = 0
     if ck:
-        net.load_state_dict(ck["net"])
-        opt.load_state_dict(ck["opt"])
-        step = ck["step"]
+        step, _ = run.resume(("net", net), ("opt", opt))
     sampler = Sampler(spec, train_samples, tr["crop"], config["input"].get("scale", 1.0), args.seed + step)
     print(f"{spec.name}: {len(train_samples)} train, {len(val_samples)} val samples; "
           f"{sum(p.numel() for p in net.parameters()):,} parameters", file=sys.stderr)
-    log = open(run / "log.csv", "a", newline="")
-    logw = csv.writer(log)
+    log = run.log(["step", "lr", "loss", "seconds"])
     total, warmup = tr["steps"], min(200, tr["steps"] // 10)
     t0, losses = time.time(), []
     best = ck.get("val") if ck else None
     net.train()
     while step < total:
-        for g in opt.param_groups:
-            g["lr"] = lr_at(step, total, tr["lr"], warmup) * g.get("lr_mult", 1.0)
-        x, y = sampler.batch(tr["batch"])
+        # warm-up, then cosine to 0
+        set_lr(opt, lr_at(step, total, tr["lr"], warmup, decay_start=warmup, floor=0.0))
+        x, y = (t.to(device) for t in sampler.batch(tr["batch"]))
         loss = spec.loss(net(x), y)
         opt.zero_grad(set_to_none=True)
         loss.backward()
@@ -302,24 +295,21 @@ def main(argv=None) -> None:
         step += 1
         losses.append(loss.item())
         if step % 20 == 0 or step == total:
-            logw.writerow([step, f"{opt.param_groups[-1]['lr']:.3g}", f"{np.mean(losses):.4f}", f"{time.time() - t0:.0f}"])
-            log.flush()
+            log.write([step, f"{opt.param_groups[-1]['lr']:.3g}", f"{np.mean(losses):.4f}", f"{time.time() - t0:.0f}"])
             print(f"step {step}/{total} loss {np.mean(losses):.4f} lr {opt.param_groups[-1]['lr']:.2e} "
                   f"({time.time() - t0:.0f}s)", file=sys.stderr, flush=True)
             losses = []
         if step % args.val_every == 0 or step == total:
-            model = TaskModel(spec, config, net)
+            model = TaskModel(spec, config, net, device=str(device))
             kw = {"thresholds": 25} if spec.name == "boundary" and step != total else {}
             best = {"split": args.val_split, "metric": spec.metric.name,
                     "value": evaluate(model, val_samples, args.val_limit, **kw), "step": step,
                     "samples": len(val_samples[:args.val_limit])}
             net.train()
-            with open(run / "val.csv", "a") as f:
+            with open(run.dir / "val.csv", "a") as f:
                 f.write(f"{step},{best['metric']},{best['value']:.4f}\n")
             print(f"val step {step}: {best['metric']} {best['value']:.4f}", file=sys.stderr, flush=True)
-            torch.save({"net": net.state_dict(), "opt": opt.state_dict(), "step": step, "config": config,
-                        "val": best}, run / "last.tmp")
-            (run / "last.tmp").replace(run / "last.pt")
+            run.save({"net": net.state_dict(), "opt": opt.state_dict(), "step": step, "config": config, "val": best})
 
 
 if __name__ == "__main__":

@@ -21,7 +21,7 @@ same model and the better run where a GPU is at hand. The run folder holds
 from __future__ import annotations
 
 import argparse
-import json
+import math
 import sys
 import time
 from pathlib import Path
@@ -30,6 +30,18 @@ import numpy as np
 import torch
 
 from icmcodec.methods.context.model import ContextConfig, GainedContext
+from icmcodec.training import CropSampler, Run, init_from, list_images, lr_at, parse_data, read_arch, set_lr
+
+
+def trainable_of(method: str):
+    """What ``--init`` reads: a hyperprior or a context model folder."""
+    if method == "context":
+        from icmcodec.methods.context.export import trainable_from_state
+    elif method == "hyperprior":
+        from icmcodec.methods.hyperprior.export import trainable_from_state
+    else:
+        raise SystemExit(f"error: --init: a {method} model; this fit starts from a hyperprior or a context model")
+    return trainable_from_state
 
 
 def parse_args(argv=None):
@@ -81,21 +93,20 @@ def rate(model, ys: list[torch.Tensor], levels: int) -> list[float]:
 
 def main(argv=None) -> None:
     from icmcodec.imageio import load_rgb
-    from icmcodec.train import CropSampler, init_arch, init_from, list_images
 
     a = parse_args(argv)
-    run = Path(a.run)
-    run.mkdir(parents=True, exist_ok=True)
+    sources = parse_data(a.data)
+    run = Run(a.run)
     torch.manual_seed(a.seed)
-    base = init_arch(a.init)
+    base = read_arch(a.init)
     fields = ContextConfig().to_dict()
     cfg = ContextConfig.from_dict({**fields, **{k: v for k, v in base.items() if k in fields},
                                    "slices": [int(s) for s in a.slices.split(",")], "hidden": a.hidden})
     model = GainedContext(cfg)
-    init_from(model, a.init)
-    step = 0
+    init_from(model, a.init, trainable_of)
+    step, ck = 0, None
     if a.resume:
-        ck = torch.load(run / "last.pt", map_location="cpu", weights_only=False)
+        ck = run.load()
         model.load_state_dict(ck["model"])
         step = ck["step"]
     for name, p in model.named_parameters():
@@ -103,10 +114,9 @@ def main(argv=None) -> None:
     opt = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=a.lr)
     if a.resume:
         opt.load_state_dict(ck["opt"])
-    (run / "train_config.json").write_text(json.dumps({"args": vars(a), "model": cfg.to_dict()}, indent=2))
-    sampler = CropSampler([(d.partition(":")[0], float(d.partition(":")[2] or 1)) for d in a.data], a.crop,
-                          a.seed + step)
-    cache = run / "latents.pt"  # the frozen g_a's output: computed once per run folder
+    run.write_config({"args": vars(a), "model": cfg.to_dict()})
+    sampler = CropSampler(sources, a.crop, a.seed + step)
+    cache = run.dir / "latents.pt"  # the frozen g_a's output: computed once per run folder
     if cache.exists():
         ys = torch.load(cache)
     else:
@@ -123,12 +133,12 @@ def main(argv=None) -> None:
                 val.append(model.g_a(torch.from_numpy(c.copy()).permute(2, 0, 1)[None].float().div(255)))
         start = rate(model, val, cfg.levels)
     rng = np.random.default_rng(a.seed + step)
-    log = open(run / "log.csv", "a")
+    log = run.log(["step", "lr", "y_bpp", "seconds"])
     t0, acc = time.time(), []
     while step < a.steps:
-        lr = a.lr if step < 0.7 * a.steps else a.lr * 0.1
-        for g in opt.param_groups:
-            g["lr"] = lr
+        # flat, a tenth for the last 30 %
+        lr = lr_at(step, a.steps, a.lr, warmup=0, decay_start=math.ceil(0.7 * a.steps), floor=0.1, shape="step")
+        set_lr(opt, lr)
         i = rng.integers(len(ys), size=a.batch)
         y = ys[i]
         if rng.random() < 0.5:
@@ -142,8 +152,7 @@ def main(argv=None) -> None:
         step += 1
         acc.append(float(loss.detach()))
         if step % 100 == 0:
-            log.write(f"{step},{lr:.3g},{np.mean(acc):.5f},{time.time() - t0:.0f}\n")
-            log.flush()
+            log.write([step, f"{lr:.3g}", f"{np.mean(acc):.5f}", f"{time.time() - t0:.0f}"])
             print(f"step {step}/{a.steps} y bpp {np.mean(acc):.4f} ({time.time() - t0:.0f}s)", file=sys.stderr,
                   flush=True)
             acc = []
@@ -151,12 +160,11 @@ def main(argv=None) -> None:
             if val:
                 now = rate(model, val, cfg.levels)
                 rel = [f"L{k}:{100 * (n / s - 1):+.2f}%" for k, (n, s) in enumerate(zip(now, start))]
-                with open(run / "val.csv", "a") as f:
+                with open(run.dir / "val.csv", "a") as f:
                     f.write(f"{step}," + ",".join(f"{n / s - 1:.5f}" for n, s in zip(now, start)) + "\n")
                 print("val bits vs the start: " + " ".join(rel), file=sys.stderr, flush=True)
-            torch.save({"model": model.state_dict(), "opt": opt.state_dict(), "step": step,
-                        "config": cfg.to_dict(), "method": "context"}, run / "last.tmp")
-            (run / "last.tmp").replace(run / "last.pt")
+            run.save({"model": model.state_dict(), "opt": opt.state_dict(), "step": step,
+                      "config": cfg.to_dict(), "method": "context"})
 
 
 if __name__ == "__main__":

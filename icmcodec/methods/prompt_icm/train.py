@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
 import time
 from pathlib import Path
@@ -39,6 +40,9 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
+
+from icmcodec.training import (CropSampler, Run, add_device_arg, lr_at, parse_data, pick_device, rd_bpp,
+                               set_lr)
 
 from icmcodec.methods.prompt_icm.codec import TOP_QUALITY, feature_view, relative, steer
 from icmcodec.methods.prompt_icm.model import (InformationSelector, PromptIcmConfig, TaskDecoder, build_extractor,
@@ -62,6 +66,7 @@ def parse_args(argv=None):
     c.add_argument("--save-every", type=int, default=250)
     c.add_argument("--seed", type=int, default=0)
     c.add_argument("--resume", action="store_true")
+    add_device_arg(c)
     t = sub.add_parser("task", help="train one task's selector, prompts and head on a frozen base")
     t.add_argument("--run", required=True)
     t.add_argument("--base", help="a prompt-icm base model folder (or name)")
@@ -95,6 +100,7 @@ def parse_args(argv=None):
     t.add_argument("--save-every", type=int, default=100)
     t.add_argument("--seed", type=int, default=0)
     t.add_argument("--resume", action="store_true")
+    add_device_arg(t)
     t.add_argument("--export", metavar="DIR", help="write the adapter folder from RUN/last.pt and exit")
     t.add_argument("--name", help="adapter name for --export")
     t.add_argument("--default", action="store_true", help="with --export: the task's default adapter")
@@ -104,32 +110,20 @@ def parse_args(argv=None):
 CONTRAST_LR_SCALE = 30.0
 
 
-def bpp_of(out: dict, pixels: int) -> torch.Tensor:
-    bits = -torch.log2(out["y_lik"]).flatten(1).sum(1) - torch.log2(out["z_lik"]).flatten(1).sum(1)
-    return bits / pixels
-
-
-def save(run: Path, obj: dict) -> None:
-    torch.save(obj, run / "last.tmp")
-    (run / "last.tmp").replace(run / "last.pt")
-
-
 # ------------------------------------------------------------------------ the codec
 def train_codec(a) -> None:
-    from icmcodec.train import CropSampler
-
-    run = Path(a.run)
-    run.mkdir(parents=True, exist_ok=True)
+    sources = parse_data(a.data)
+    run = Run(a.run)
     torch.manual_seed(a.seed)
     if a.resume:
-        ck = torch.load(run / "last.pt", map_location="cpu", weights_only=False)
+        ck = run.load()
         # a resumed run may move the lambda range (the architecture stays the checkpoint's)
         moved = {k: v for k, v in json.loads(a.config).items() if k in ("lambda_lo", "lambda_hi")}
         cfg = PromptIcmConfig.from_dict({**ck["config"], **moved})
     else:
         cfg = PromptIcmConfig.from_dict({**PromptIcmConfig().to_dict(), **json.loads(a.config)})
     # the GPU when there is one (the codec run this base needs is GPU-sized); the CPU otherwise
-    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = pick_device(a.device)
     model = make_feature_codec(cfg).to(device)
     extractor = build_extractor(cfg, None if a.resume else (a.backbone_weights or None)).to(device)
     opt = torch.optim.Adam([p for n, p in model.named_parameters() if p.requires_grad and not n.endswith("quantiles")],
@@ -145,25 +139,24 @@ def train_codec(a) -> None:
     extractor.eval()
     for p in extractor.parameters():
         p.requires_grad_(False)
-    (run / "train_config.json").write_text(json.dumps({"args": vars(a), "model": cfg.to_dict()}, indent=2))
+    run.write_config({"args": vars(a), "model": cfg.to_dict()})
     mean, std = (t.to(device) for t in _stats(cfg))
     print(f"training the feature codec on {device}", file=sys.stderr, flush=True)
-    sampler = CropSampler([(d.partition(":")[0], float(d.partition(":")[2] or 1)) for d in a.data], a.crop,
-                          a.seed + step)
+    sampler = CropSampler(sources, a.crop, a.seed + step)
     rng = np.random.default_rng(a.seed + step)
-    log = open(run / "log.csv", "a")
+    log = run.log(["step", "lr", "loss", "bpp", "mse", "seconds"])
     t0, acc = time.time(), []
     model.train()
     while step < a.steps:
-        lr = a.lr if step < 0.8 * a.steps else a.lr * 0.1
-        for g in opt.param_groups:
-            g["lr"] = lr
-        x = sampler.batch_u8(a.batch).to(device).float().div_(255)
+        # flat, a tenth for the last 20 %
+        lr = lr_at(step, a.steps, a.lr, warmup=0, decay_start=math.ceil(0.8 * a.steps), floor=0.1, shape="step")
+        set_lr(opt, lr)
+        x = sampler.batch(a.batch, device)
         with torch.no_grad():
             f = extractor.stem((x - mean) / std) / cfg.feature_scale
         m = torch.from_numpy(random_maps(a.batch, *f.shape[-2:], rng)).to(device)
         out = model(f, m)
-        bpp = bpp_of(out, x.shape[-1] * x.shape[-2])
+        bpp = rd_bpp(out, x.shape[-1] * x.shape[-2])
         se = (out["f_hat"] - f).pow(2).mean(1, keepdim=True)
         dist = (cfg.lam(m) * se).flatten(1).mean(1)
         loss = (bpp + dist).mean()
@@ -178,13 +171,12 @@ def train_codec(a) -> None:
         acc.append([float(loss.detach()), float(bpp.detach().mean()), float(se.detach().mean())])
         if step % 50 == 0:
             lo, bp, mse = np.mean(acc, 0)
-            log.write(f"{step},{lr:.3g},{lo:.5f},{bp:.5f},{mse:.6f},{time.time() - t0:.0f}\n")
-            log.flush()
+            log.write([step, f"{lr:.3g}", f"{lo:.5f}", f"{bp:.5f}", f"{mse:.6f}", f"{time.time() - t0:.0f}"])
             print(f"step {step}/{a.steps} loss {lo:.4f} bpp {bp:.4f} mse {mse:.5f} ({time.time() - t0:.0f}s)",
                   file=sys.stderr, flush=True)
             acc = []
         if step % a.save_every == 0 or step == a.steps:
-            save(run, {"model": model.state_dict(), "extractor": extractor.state_dict(), "opt": opt.state_dict(),
+            run.save({"model": model.state_dict(), "extractor": extractor.state_dict(), "opt": opt.state_dict(),
                        "aux": aux.state_dict(), "step": step, "config": cfg.to_dict(), "method": "prompt-icm"})
 
 
@@ -256,33 +248,34 @@ def coded_forward(parts, codec, extractor, cfg, spec, x, q, uniform: bool, mean,
     if spec.kind == "global":  # the picture's own part (the coder cuts the padding off too)
         f_hat = f_hat[..., :-(-h // 4), :-(-w // 4)]
         if view is not None:
-            return parts.decoder(feature_view(f_hat, *view), (view[1],) * 2), bpp_of(out, h * w), m
-        return parts.decoder(f_hat, (h, w)), bpp_of(out, h * w), m
-    return parts.decoder(f_hat, tuple(xp.shape[-2:]))[..., :h, :w], bpp_of(out, h * w), m
+            return parts.decoder(feature_view(f_hat, *view), (view[1],) * 2), rd_bpp(out, h * w), m
+        return parts.decoder(f_hat, (h, w)), rd_bpp(out, h * w), m
+    return parts.decoder(f_hat, tuple(xp.shape[-2:]))[..., :h, :w], rd_bpp(out, h * w), m
 
 
 def train_task(a) -> None:
-    from icmcodec.pipeline import load_tasknet
+    from icmcodec.tasks.predict import find_tasknet, to_tensor
     from icmcodec.tasks.registry import task as task_spec
-    from icmcodec.tasks.predict import to_tensor
     from icmcodec.tasks.train import PRETRAINED_DEFAULTS, Sampler
 
-    run = Path(a.run)
-    run.mkdir(parents=True, exist_ok=True)
+    run = Run(a.run)
     if a.resume or a.export:
-        saved = json.loads((run / "train_config.json").read_text())["args"]
+        saved = run.read_config()["args"]
         for k in ("base", "task", "data", "tasknet", "alpha", "no_prompts", "uniform", "finetune", "views", "batch",
                   "crop", "contrast", "alpha_slope"):
             setattr(a, k, saved.get(k, False))
         a.qualities = saved.get("qualities", "0,4")  # runs from before the option trained at 0..4
     q_lo, q_hi = _quality_range(a.qualities)
     codec, extractor, config, base_hash = load_base(a.base)
-    tasknet = load_tasknet(a.task, a.tasknet)
+    try:
+        tasknet = find_tasknet(a.task, a.tasknet)
+    except LookupError as e:
+        raise SystemExit(f"error: --tasknet: {e}") from None
     parts = build_task(a, config, tasknet)
     if a.export:
         from icmcodec.methods.prompt_icm.export import write_adapter
 
-        ck = torch.load(run / "last.pt", map_location="cpu", weights_only=False)
+        ck = run.load()
         parts.load_state_dict(ck["parts"])
         h = write_adapter(parts.selector, parts.decoder, Path(a.export), name=a.name or Path(a.export).name,
                              task=a.task, base_hash=base_hash, tasknet_hash=tasknet.hash, default=a.default,
@@ -296,13 +289,16 @@ def train_task(a) -> None:
     d = PRETRAINED_DEFAULTS.get(a.task, {})
     a.batch = a.batch or d.get("batch", 8)
     a.crop = a.crop or d.get("crop", 256)
-    (run / "train_config.json").write_text(json.dumps({"args": vars(a)}, indent=2))
+    run.write_config({"args": vars(a)})
     cfg = PromptIcmConfig.from_dict(config["arch"])
     torch.manual_seed(a.seed)
     for mod in (codec, extractor):
         mod.eval()
         for p in mod.parameters():
             p.requires_grad_(False)
+    device = pick_device(a.device)
+    for mod in (codec, extractor, parts):  # before the optimiser: a resumed state follows its parameters
+        mod.to(device)
     contrast = [parts.selector.contrast] if parts.selector.contrast is not None else []
     trainable = [p for p in parts.parameters() if p.requires_grad and not any(p is c for c in contrast)]
     # the contrast is two scalars that set the map's shape at every quality: at the weights'
@@ -313,17 +309,14 @@ def train_task(a) -> None:
                             lr=a.lr, weight_decay=0.01)
     step = 0
     if a.resume:
-        ck = torch.load(run / "last.pt", map_location="cpu", weights_only=False)
-        parts.load_state_dict(ck["parts"])
-        opt.load_state_dict(ck["opt"])
-        step = ck["step"]
+        step, _ = run.resume(("parts", parts), ("opt", opt))
     elif a.init:
         parts.load_state_dict(torch.load(a.init, map_location="cpu", weights_only=False)["parts"])
     samples = spec.dataset(a.data, "train")
     sampler = Sampler(spec, samples, a.crop, 1.0, a.seed + step)
     rng = np.random.default_rng(a.seed + step)
-    mean, std = _stats(cfg)
-    log = open(run / "log.csv", "a")
+    mean, std = (t.to(device) for t in _stats(cfg))
+    log = run.log(["step", "lr", "loss", "bpp", "task", "map_spread", "seconds"])
     t0, acc = time.time(), []
     parts.train()
     parts.decoder.staged.eval()  # its batch norms keep their statistics (fine-tuned or not)
@@ -334,24 +327,25 @@ def train_task(a) -> None:
         inp = tasknet.config["input"]
         view = (inp["resize_short"], inp["crop"])
     while step < a.steps:
-        lr = a.lr * min(1.0, (step + 1) / 100) * (0.5 * (1 + np.cos(np.pi * step / a.steps)))
+        # warm-up over 100 steps, cosine from the start to 0
+        lr = lr_at(step, a.steps, a.lr, warmup=100, decay_start=0, floor=0.0)
         for g in opt.param_groups:
             g["lr"] = lr * g["scale"]
-        q = torch.from_numpy(rng.uniform(q_lo, q_hi, size=(a.batch, 1, 1, 1))).float()
+        q = torch.from_numpy(rng.uniform(q_lo, q_hi, size=(a.batch, 1, 1, 1))).float().to(device)
         if view is None:
-            x, y = sampler.batch(a.batch)
+            x, y = (t.to(device) for t in sampler.batch(a.batch))
             logits, bpp, m = coded_forward(parts, codec, extractor, cfg, spec, x, q, a.uniform, mean, std)
         else:  # whole pictures, one at a time (their sizes differ), as decoding sees them
             picks = rng.integers(len(sampler.images), size=a.batch)
             outs = []
             for i, j in enumerate(picks):
-                x = to_tensor(sampler.images[j])[None]
+                x = to_tensor(sampler.images[j])[None].to(device)
                 outs.append(coded_forward(parts, codec, extractor, cfg, spec, x.flip(-1) if rng.random() < 0.5 else x,
                                           q[i:i + 1], a.uniform, mean, std, view))
             logits = torch.cat([o[0] for o in outs])
             bpp = torch.stack([o[1] for o in outs])
             m = outs[-1][2]
-            y = torch.tensor([sampler.targets[j] for j in picks])
+            y = torch.tensor([sampler.targets[j] for j in picks], device=device)
         task_loss = spec.loss(logits, y)
         # task + bpp / alpha(q): the trade of bpp + alpha(q) * task per sample, with the task
         # weighted alike at every quality (the prompts and head serve every quality alike)
@@ -366,15 +360,15 @@ def train_task(a) -> None:
                     float(relative(m.detach()).std())])
         if step % 25 == 0:
             lo, bp, tl, mm = np.mean(acc, 0)
-            log.write(f"{step},{lr:.3g},{lo:.5f},{bp:.5f},{tl:.5f},{mm:.4f},{time.time() - t0:.0f}\n")
-            log.flush()
-            g = parts.selector.gamma(torch.tensor([q_lo, q_hi]))
+            log.write([step, f"{lr:.3g}", f"{lo:.5f}", f"{bp:.5f}", f"{tl:.5f}", f"{mm:.4f}",
+                       f"{time.time() - t0:.0f}"])
+            g = parts.selector.gamma(torch.tensor([q_lo, q_hi], device=device))
             shape = "" if g is None or a.uniform else f" gamma {float(g[0]):.2f}..{float(g[1]):.2f}"
             print(f"step {step}/{a.steps} loss {lo:.4f} bpp {bp:.4f} task {tl:.4f} map spread {mm:.3f}{shape} "
                   f"({time.time() - t0:.0f}s)", file=sys.stderr, flush=True)
             acc = []
         if step % a.save_every == 0 or step == a.steps:
-            save(run, {"parts": parts.state_dict(), "opt": opt.state_dict(), "step": step})
+            run.save({"parts": parts.state_dict(), "opt": opt.state_dict(), "step": step})
 
 
 def main(argv=None) -> None:

@@ -19,14 +19,15 @@ file coded with it.
 from __future__ import annotations
 
 import argparse
-import json
-import math
 import sys
 import time
 from pathlib import Path
 
 import numpy as np
 import torch
+
+from icmcodec.tasks.features import perceptual_distance, task_features
+from icmcodec.training import CropSampler, Run, add_device_arg, lr_at, parse_data, pick_device, rd_bpp
 
 
 def parse_args(argv=None):
@@ -46,25 +47,13 @@ def parse_args(argv=None):
     p.add_argument("--no-decoder", action="store_true", help="no task prompts (encoder prompts only)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=0)
+    add_device_arg(p)
     p.add_argument("--ckpt-every", type=int, default=200)
     p.add_argument("--resume", action="store_true")
     p.add_argument("--export", metavar="DIR", help="write the prompt set folder from RUN/last.pt and exit")
     p.add_argument("--name", help="prompt set name for --export")
     p.add_argument("--default", action="store_true", help="with --export: the task's default set for this base")
     return p.parse_args(argv)
-
-
-def task_features(net, x: torch.Tensor) -> list[torch.Tensor]:
-    """The task network's backbone features of pictures in [0, 1] (its own input scaling)."""
-    return net.backbone((x - net.mean) / net.std)
-
-
-def perceptual_distance(net, x_hat: torch.Tensor, ref: list[torch.Tensor]) -> torch.Tensor:
-    """Per picture: mean over stages of |f(x_hat) - f(x)|^2 / |f(x)|^2."""
-    out = []
-    for f, r in zip(task_features(net, x_hat), ref):
-        out.append((f - r).square().flatten(1).sum(1) / r.square().flatten(1).sum(1).clamp(min=1e-6))
-    return torch.stack(out).mean(0)
 
 
 def load_base(name: str):
@@ -83,7 +72,7 @@ def export(run: Path, out: Path, name: str | None, default: bool) -> None:
     from icmcodec.methods.transtic.export import write_adapter
     from icmcodec.methods.transtic.model import TransTIC
 
-    ck = torch.load(run / "last.pt", map_location="cpu", weights_only=False)
+    ck = Run(run, create=False).load()
     cfg = ck["config"]
     tic, _, base_hash = load_base(cfg["base"])
     if base_hash.hex() != cfg["base_hash"]:
@@ -97,55 +86,54 @@ def export(run: Path, out: Path, name: str | None, default: bool) -> None:
 
 
 def main(argv=None) -> None:
-    from icmcodec import pipeline
     from icmcodec.methods.transtic.model import TransTIC
-    from icmcodec.train import CropSampler, CsvLog, rd_bpp
+    from icmcodec.tasks.predict import find_tasknet
 
     args = parse_args(argv)
-    run = Path(args.run)
     if args.export:
-        export(run, Path(args.export), args.name, args.default)
+        export(Path(args.run), Path(args.export), args.name, args.default)
         return
     if args.threads:
         torch.set_num_threads(args.threads)
+    device = pick_device(args.device)
+    run = Run(args.run)
     if args.resume:
-        cfg = json.loads((run / "train_config.json").read_text())
+        cfg = run.read_config()
         cfg["steps"] = args.steps if args.steps else cfg["steps"]
     else:
         if not (args.base and args.task and args.data):
             raise SystemExit("error: --base, --task and --data are needed (or --resume / --export)")
+        parse_data(args.data)
         cfg = {"base": args.base, "task": args.task, "task_model": args.task_model, "data": args.data,
                "steps": args.steps, "batch": args.batch, "crop": args.crop, "lr": args.lr, "seed": args.seed,
                "encoder": not args.no_encoder, "decoder": not args.no_decoder, "lambdas": args.lambdas}
     if cfg["crop"] % 64:
         raise SystemExit(f"error: --crop {cfg['crop']}: must be a multiple of 64 (TIC's total down-sampling)")
     tic, _, base_hash = load_base(cfg["base"])
-    net = pipeline.load_tasknet(cfg["task"], cfg["task_model"], device="cpu")
+    try:
+        net = find_tasknet(cfg["task"], cfg["task_model"])
+    except LookupError as e:
+        raise SystemExit(f"error: --task-model: {e}") from None
     levels = tic.cfg.levels
     lambdas = ([float(v) for v in cfg["lambdas"].split(",")] if isinstance(cfg["lambdas"], str)
                else cfg["lambdas"] or [0.5 * 2 ** k for k in range(levels)])
     if len(lambdas) != levels:
         raise SystemExit(f"error: {len(lambdas)} lambdas for {levels} quality levels")
     cfg.update(lambdas=lambdas, base_hash=base_hash.hex(), tasknet_hash=net.hash.hex())
-    run.mkdir(parents=True, exist_ok=True)
-    (run / "train_config.json").write_text(json.dumps(cfg, indent=1) + "\n")
+    run.write_config(cfg, indent=1)
 
-    tic.requires_grad_(False)
-    model = net.net.eval().requires_grad_(False)
+    tic.requires_grad_(False).to(device)
+    model = net.net.eval().requires_grad_(False).to(device)
     torch.manual_seed(cfg["seed"])
-    ps = TransTIC(tic.cfg, tic)
+    ps = TransTIC(tic.cfg, tic).to(device)
     opt = torch.optim.Adam(ps.parameters(), lr=cfg["lr"])
     step = 0
     if args.resume:
-        ck = torch.load(run / "last.pt", map_location="cpu", weights_only=False)
-        ps.load_state_dict(ck["prompts"])
-        opt.load_state_dict(ck["opt"])
-        step = ck["step"]
-    sources = [(d.partition(":")[0], float(d.partition(":")[2] or 1.0)) for d in cfg["data"]]
-    sampler = CropSampler(sources, cfg["crop"], cfg["seed"] + step)
+        step, _ = run.resume(("prompts", ps), ("opt", opt))
+    sampler = CropSampler(parse_data(cfg["data"]), cfg["crop"], cfg["seed"] + step)
     rng = np.random.default_rng([cfg["seed"], step])
-    lam = torch.tensor(lambdas)
-    log = CsvLog(run / "log.csv", ["step", "lr", "loss", "bpp", "distance", "seconds"])
+    lam = torch.tensor(lambdas, device=device)
+    log = run.log(["step", "lr", "loss", "bpp", "distance", "seconds"])
     t0, acc = time.time(), np.zeros(3)
     print(f"transtic {cfg['task']}: {sum(p.numel() for p in ps.parameters()):,} prompt parameters on "
           f"{cfg['base']} ({base_hash.hex()[:12]}), task network {net.config.get('name')}", file=sys.stderr)
@@ -153,11 +141,12 @@ def main(argv=None) -> None:
     # own training had; its weights are frozen, so only the prompts learn
     tic.train(True)
     while step < cfg["steps"]:
-        lr = cfg["lr"] * (0.5 * (1 + math.cos(math.pi * step / cfg["steps"])) if step > 100 else (step + 1) / 100)
+        # warm-up over 100 steps, cosine from the start to 0
+        lr = lr_at(step, cfg["steps"], cfg["lr"], warmup=100, decay_start=0, floor=0.0)
         for g in opt.param_groups:
             g["lr"] = lr
-        x = sampler.batch_u8(cfg["batch"]).float().div_(255)
-        lv = torch.from_numpy(rng.integers(0, levels, cfg["batch"]))
+        x = sampler.batch(cfg["batch"], device)
+        lv = torch.from_numpy(rng.integers(0, levels, cfg["batch"])).to(device)
         with torch.no_grad():
             ref = task_features(model, x)
         out = ps(tic, x, lv, encoder=cfg["encoder"], decoder=cfg["decoder"])
@@ -178,9 +167,7 @@ def main(argv=None) -> None:
                   f"({time.time() - t0:.0f}s)", file=sys.stderr, flush=True)
             acc[:] = 0
         if step % args.ckpt_every == 0 or step == cfg["steps"]:
-            torch.save({"prompts": ps.state_dict(), "opt": opt.state_dict(), "step": step, "config": cfg},
-                       run / "last.tmp")
-            (run / "last.tmp").replace(run / "last.pt")
+            run.save({"prompts": ps.state_dict(), "opt": opt.state_dict(), "step": step, "config": cfg})
 
 
 if __name__ == "__main__":
