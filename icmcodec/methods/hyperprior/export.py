@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import copy
-import json
 from pathlib import Path
 
 import numpy as np
@@ -29,7 +28,7 @@ from icmcodec.exact import ACT_FRAC, EXTRAPOLATE_LEVELS, W_FRAC, pow2_table, sca
 from icmcodec.methods.hyperprior.exact import quantize_hyper_synthesis
 from icmcodec.methods.hyperprior.model import GainedHyperprior
 from icmcodec.methods.hyperprior.transforms import HyperpriorConfig
-from icmcodec.zoo import model_hash  # noqa: F401  (re-exported: export.model_hash)
+from icmcodec.zoo import model_hash, write_model  # noqa: F401  (re-exported: export.model_hash)
 
 FORMAT_VERSION = 1
 
@@ -189,10 +188,8 @@ def export_checkpoint(ckpt_path: Path, out_dir: Path, name: str, compact: bool =
     model = model_cls(arch)
     model.load_state_dict(ck["model"])
     blob = serialize((export or export_state)(model, compact))
-    out_dir.mkdir(parents=True, exist_ok=True)
     cfg = make_config(name, arch, method, train_step=ck.get("step"), **extra)
-    (out_dir / "model.safetensors").write_bytes(blob)
-    (out_dir / "config.json").write_text(json.dumps(cfg, indent=2) + "\n")
+    write_model(out_dir, cfg, blob)
     return out_dir
 
 

@@ -14,7 +14,6 @@
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 
 import numpy as np
@@ -51,9 +50,8 @@ def extractor_from_state(config: dict, state: dict[str, np.ndarray]):
 
 
 def export_checkpoint(ckpt_path: Path, out_dir: Path, name: str, compact: bool = False, **extra) -> bytes:
-    from icmcodec.imageio import atomic_write
     from icmcodec.methods.prompt_icm.model import build_extractor
-    from icmcodec.zoo import model_hash
+    from icmcodec.zoo import write_model
 
     ck = torch.load(ckpt_path, map_location="cpu", weights_only=False)
     cfg = PromptIcmConfig.from_dict(ck["config"])
@@ -66,17 +64,13 @@ def export_checkpoint(ckpt_path: Path, out_dir: Path, name: str, compact: bool =
     config["quality_range"] = [-4.0, 4.0]  # see codec.steer; a set's trained_qualities says where it trained
     config["default_quality"] = 1.0
     config["task"] = "features"  # a backbone's features for every machine task, no picture
-    out_dir.mkdir(parents=True, exist_ok=True)
-    atomic_write(out_dir / "model.safetensors", blob)
-    atomic_write(out_dir / "config.json", (json.dumps(config, indent=2) + "\n").encode())
-    return model_hash(blob)
+    return write_model(out_dir, config, blob)
 
 
 def write_adapter(selector, decoder, folder: Path, *, name: str, task: str, base_hash: bytes,
                      tasknet_hash: bytes, default: bool = False, **extra) -> bytes:
     """Write a task's adapter folder; returns its content hash (the ``adapter_hash``)."""
-    from icmcodec.imageio import atomic_write
-    from icmcodec.zoo import model_hash
+    from icmcodec.zoo import write_model
 
     arrays = {} if extra.get("uniform") else {"selector." + k: v.detach().float().contiguous().numpy()
                                                for k, v in selector.state_dict().items()}
@@ -85,11 +79,7 @@ def write_adapter(selector, decoder, folder: Path, *, name: str, task: str, base
     config = {"kind": "adapter", "method": "prompt-icm", "name": name, "task": task, "base_hash": base_hash.hex(),
               "tasknet_hash": tasknet_hash.hex(), "prompts": decoder.use_prompts,
               "params": int(sum(v.size for v in arrays.values())), "default": default, **extra}
-    folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
-    atomic_write(folder / "model.safetensors", blob)
-    atomic_write(folder / "config.json", (json.dumps(config, indent=2) + "\n").encode())
-    return model_hash(blob)
+    return write_model(folder, config, blob)
 
 
 def main(argv=None) -> None:

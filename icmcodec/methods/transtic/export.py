@@ -11,7 +11,6 @@
 """
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
@@ -35,8 +34,7 @@ def adapter_arrays(ps: TransTIC) -> dict[str, np.ndarray]:
 def write_adapter(ps: TransTIC, folder: Path, *, name: str, task: str, base_hash: bytes, tasknet_hash: bytes,
                      encoder: bool = True, decoder: bool = True, default: bool = False, **extra) -> bytes:
     """Write a prompt set (the method's adapter) folder; returns its content hash (the ``adapter_hash``)."""
-    from icmcodec.imageio import atomic_write
-    from icmcodec.zoo import model_hash
+    from icmcodec.zoo import write_model
 
     arrays = adapter_arrays(ps)
     if not encoder:
@@ -47,10 +45,7 @@ def write_adapter(ps: TransTIC, folder: Path, *, name: str, task: str, base_hash
     config = {"kind": "adapter", "method": "transtic", "name": name, "task": task, "base_hash": base_hash.hex(),
               "tasknet_hash": tasknet_hash.hex(), "encoder": encoder, "decoder": decoder,
               "params": int(sum(v.size for v in arrays.values())), "default": default, **extra}
-    folder = Path(folder)
-    atomic_write(folder / "model.safetensors", blob)
-    atomic_write(folder / "config.json", (json.dumps(config, indent=2) + "\n").encode())
-    return model_hash(blob)
+    return write_model(folder, config, blob)
 
 
 def main(argv=None) -> None:
