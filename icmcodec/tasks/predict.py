@@ -132,8 +132,16 @@ class TaskModel:
 
         return tiled.predict_tiled(logits, (h, w), grid, self.spec.postprocess)
 
+    @property
+    def name(self) -> str:
+        return self.config.get("name", "")
+
     def write(self, output: np.ndarray) -> dict[str, bytes]:
-        return self.spec.write(output, self.labels)
+        """The output files (``{suffix: bytes}``); a JSON output names this network."""
+        from icmcodec.tasks.writers import with_sources
+
+        return with_sources(self.spec.write(output, self.labels),
+                            {"task_network": {"name": self.name, "hash": self.hash.hex()}})
 
 
 def build_net(config: dict, drop_path_rate: float = 0.0, backbone_weights=None) -> TaskNet:

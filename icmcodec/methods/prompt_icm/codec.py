@@ -117,15 +117,18 @@ class Analysed:
 class PromptIcmAdapter:
     """A task's adapter, loaded: selector, prompts and head on the task network."""
 
-    def __init__(self, config: dict, state: dict[str, np.ndarray], model_hash: bytes, codec: "PromptIcmCodec"):
+    def __init__(self, config: dict, state: dict[str, np.ndarray], model_hash: bytes, codec: "PromptIcmCodec",
+                 tasknet):
         from icmcodec.methods.prompt_icm.model import TaskDecoder
-        from icmcodec.pipeline import load_tasknet
 
         self.config, self.hash = config, model_hash
         self.task = config["task"]
         self.base_hash = bytes.fromhex(config["base_hash"])
         self.tasknet_hash = bytes.fromhex(config["tasknet_hash"])
-        self.tasknet = load_tasknet(self.task, model_hash=self.tasknet_hash, device=str(codec.device))
+        if tasknet is None or tasknet.hash != self.tasknet_hash:
+            raise ValueError(f"adapter {config.get('name')} runs task network {config['tasknet_hash'][:12]}, "
+                             "which was not given")
+        self.tasknet = tasknet
         self.spec, self.labels = self.tasknet.spec, self.tasknet.labels
         # a set trained with a constant map (the ablation without generated prompts) has no selector
         self.uniform = config.get("uniform", False)
@@ -183,7 +186,12 @@ class PromptIcmAdapter:
         return self.selector.gamma
 
     def write(self, output: np.ndarray) -> dict[str, bytes]:
-        return self.spec.write(output, self.labels)
+        """The output files; a JSON output names the adapter and its task network."""
+        from icmcodec.tasks.writers import with_sources
+
+        return with_sources(self.spec.write(output, self.labels), {
+            "adapter": {"name": self.config.get("name", ""), "hash": self.hash.hex()},
+            "task_network": {"name": self.tasknet.name, "hash": self.tasknet.hash.hex()}})
 
 
 class PromptIcmCodec(AdapterBinding, TransformCodec, Codec):
@@ -228,11 +236,12 @@ class PromptIcmCodec(AdapterBinding, TransformCodec, Codec):
         return float(self.config.get("default_quality", 1.0))
 
     # ---- adapters -------------------------------------------------------------------
-    def load_adapter(self, config: dict, state: dict[str, np.ndarray], model_hash: bytes) -> PromptIcmAdapter:
+    def load_adapter(self, config: dict, state: dict[str, np.ndarray], model_hash: bytes,
+                     tasknet=None) -> PromptIcmAdapter:
         if config.get("method") != self.method:
             raise ValueError(f"{config.get('name')} is a {config.get('method')} adapter, not a prompt-icm one")
         self.check_base(config)
-        return PromptIcmAdapter(config, state, model_hash, self)
+        return PromptIcmAdapter(config, state, model_hash, self, tasknet)
 
     # ---- encode ---------------------------------------------------------------------
     @torch.no_grad()

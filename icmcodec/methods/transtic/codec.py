@@ -97,7 +97,8 @@ class TransticCodec(AdapterBinding, TransformCodec, Codec):
         g_a, g_s = build_tic_transforms(self.arch, gdn=lambda c, inverse: FixedGDN(c, inverse))
         return g_a, g_s, hyper_analysis(self.arch)
 
-    def load_adapter(self, config: dict, state: dict[str, np.ndarray], model_hash: bytes) -> TransticAdapter:
+    def load_adapter(self, config: dict, state: dict[str, np.ndarray], model_hash: bytes,
+                     tasknet=None) -> TransticAdapter:
         self.check_base(config)
         return TransticAdapter(config, state, model_hash, self.arch, self.g_a, self.g_s, self.device)
 
