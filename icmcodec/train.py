@@ -3,7 +3,7 @@
 A run lives in one folder: ``train_config.json`` (everything that defines the run),
 ``last.pt`` (model, optimisers, step, RNG state: ``--resume`` continues from it),
 ``log.csv`` (one row per logging interval) and ``val.csv``. Export to the shipped
-format is a separate step (``python -m icmcodec.zoo.export``) so a checkpoint can be
+format is a separate step (``python -m icmcodec.export``) so a checkpoint can be
 exported at any time while training continues.
 
 Data: image folders with weights (``--data DIR:WEIGHT``), loaded once into memory,

@@ -1,7 +1,7 @@
 """Shared fixtures: tiny task networks (random weights, seeded) written as zoo folders."""
 import pytest
 
-from icmcodec.zoo.tiny import TINY_PVT as TINY_BACKBONE
+from icmcodec.tasks.backbone import TINY_PVT as TINY_BACKBONE
 
 
 def write_tiny_tasknet(folder, task, labels=None, seed=0, name=None):

@@ -44,7 +44,7 @@ def test_enums_are_frozen():
     assert {t.name: int(t) for t in bs.TaskTag} == {
         "RECON": 0, "SEMSEG": 1, "DEPTH": 2, "BOUNDARY": 3, "SALIENCY": 4, "CLS": 5, "NORMAL": 6}
     assert {m.name: int(m) for m in bs.MethodId} == {
-        "HYPERPRIOR": 1, "TRANSTIC": 2, "PROMPT_ICM": 3, "DORA_ICM": 4, "MPA": 5, "CONTEXT": 6}
+        "HYPERPRIOR": 1, "TRANSTIC": 2, "PROMPT_ICM": 3, "DORA_ICM": 4, "MPA": 5, "CONTEXT": 6, "PRIVATE": 240}
     assert int(bs.CoderId.RANGE_CATEGORICAL_V1) == 1
     assert {c.name: int(c) for c in bs.ChunkType} == {"HYPER": 1, "LATENT": 2, "SIDE": 3, "META": 4}
 

@@ -12,7 +12,7 @@ from click.testing import CliRunner
 from PIL import Image
 
 from cli.main import main
-from icmcodec.zoo.tiny import write_tiny_model
+from icmcodec.methods.hyperprior.tiny import write_tiny_model
 
 MODEL = "test-tiny-0"
 

@@ -10,7 +10,7 @@ import torch
 
 import bitstream
 from icmcodec import pipeline
-from icmcodec.zoo.tiny import tiny_codec, tiny_model_bytes, write_tiny_model
+from icmcodec.methods.hyperprior.tiny import tiny_codec, tiny_model_bytes, write_tiny_model
 
 
 def gradient_image(h=40, w=50):
@@ -123,7 +123,7 @@ def test_cross_process_and_thread_count_determinism(tmp_path):
 
 def test_exported_transforms_match_the_trained_network(codec):
     """FixedGDN with baked effective parameters == compressai's re-parametrised GDN."""
-    from icmcodec.zoo.tiny import tiny_float_model
+    from icmcodec.methods.hyperprior.tiny import tiny_float_model
 
     net = tiny_float_model(0)
     x = torch.rand(1, 3, 64, 64, generator=torch.Generator().manual_seed(0))
@@ -138,7 +138,7 @@ def test_shipped_format_is_a_complete_warm_start():
     """export -> trainable_from_state -> export gives the same coding model."""
     from safetensors.numpy import load
 
-    from icmcodec.methods.hyperprior.export import export_state, trainable_from_state
+    from icmcodec.coding.export import export_state, trainable_from_state
 
     config, blob = tiny_model_bytes(0)
     state = load(blob)
@@ -155,8 +155,8 @@ def test_compact_export_halves_kernels_and_keeps_gdn_and_exact_path(tmp_path):
     from safetensors.numpy import load
 
     from icmcodec.methods.hyperprior.codec import HyperpriorCodec
-    from icmcodec.methods.hyperprior.export import export_state, make_config, model_hash, serialize
-    from icmcodec.zoo.tiny import TINY, tiny_float_model
+    from icmcodec.coding.export import export_state, make_config, model_hash, serialize
+    from icmcodec.methods.hyperprior.tiny import TINY, tiny_float_model
 
     model = tiny_float_model(3)
     full, half = export_state(model), export_state(model, compact=True)

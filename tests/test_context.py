@@ -10,7 +10,8 @@ import torch
 
 from icmcodec import exact, pipeline
 from icmcodec.exact import Plan
-from icmcodec.zoo.tiny import tiny_codec, tiny_context_codec, tiny_context_model, write_tiny_context_model
+from icmcodec.methods.hyperprior.tiny import tiny_codec
+from icmcodec.methods.context.tiny import tiny_context_codec, tiny_context_model, write_tiny_context_model
 
 
 def picture(h=70, w=100, seed=0):
@@ -70,7 +71,7 @@ def test_plan_layers_equal_int64_reference_at_every_thread_count():
 
 def test_context_twin_equals_int64_reference(codec):
     """One slice's parameters, pass 2, through the twin and through numpy."""
-    from icmcodec.methods.context.exact import CC, EP, SC
+    from icmcodec.coding.slices import CC, EP, SC
 
     rng = np.random.default_rng(1)
     k, (c0, c1) = 1, codec.arch.slice_bounds()[1]
@@ -105,8 +106,8 @@ def test_zero_corrections_code_the_hyperprior_symbols():
     from safetensors.numpy import load
 
     from icmcodec.methods.context.codec import ContextCodec
-    from icmcodec.methods.context.export import export_state
-    from icmcodec.methods.hyperprior.export import make_config, serialize
+    from icmcodec.coding.export import export_context_state as export_state
+    from icmcodec.coding.export import make_config, serialize
     from icmcodec.zoo import model_hash
 
     model = tiny_context_model(0)
@@ -134,8 +135,8 @@ def test_noise_on_float_weights_changes_no_symbol(codec):
 def test_trainable_round_trip_and_training_forward():
     from safetensors.numpy import load
 
-    from icmcodec.methods.context.export import export_state, trainable_from_state
-    from icmcodec.zoo.tiny import tiny_context_bytes
+    from icmcodec.coding.export import context_from_state as trainable_from_state, export_context_state as export_state
+    from icmcodec.methods.context.tiny import tiny_context_bytes
 
     config, blob = tiny_context_bytes(0)
     state = load(blob)

@@ -6,8 +6,8 @@ import pytest
 import torch
 
 from icmcodec import exact
-from icmcodec.methods.hyperprior.exact import ExactHyperSynthesis, quantize_hyper_synthesis
-from icmcodec.zoo.tiny import tiny_float_model
+from icmcodec.coding.hyperprior import ExactHyperSynthesis, quantize_hyper_synthesis
+from icmcodec.methods.hyperprior.tiny import tiny_float_model
 
 
 def reference_hs(params, z_fp):

@@ -71,7 +71,7 @@ def test_stored_tiny_model_is_the_tiny_model_byte_for_byte():
     floats into integers only in the entropy tables; the Gaussian ones have bit-identical
     halves (test_entropy), and the margin test below shows that float64 noise cannot move
     any count of the factorized prior's."""
-    from icmcodec.zoo.tiny import tiny_model_bytes
+    from icmcodec.methods.hyperprior.tiny import tiny_model_bytes
 
     assert tiny_model_bytes(0)[1] == (GOLDEN_DIR / "tiny" / "model.safetensors").read_bytes()
 
@@ -82,8 +82,8 @@ def test_z_tables_are_far_from_every_rounding_boundary():
     ATEN_CPU_CAPABILITY=default, avx2 and avx512, the same values differ by at most
     3.7e-9 counts (1.9e-14 relative), so no CPU path can change the tables; in float32
     they moved counts by up to 4 (issue 9)."""
-    from icmcodec.methods.hyperprior.export import z_tables
-    from icmcodec.zoo.tiny import tiny_float_model
+    from icmcodec.coding.export import z_tables
+    from icmcodec.methods.hyperprior.tiny import tiny_float_model
 
     *_, margin = z_tables(tiny_float_model(0).entropy_bottleneck, margin=True)
     assert margin > 1e-6
@@ -108,9 +108,9 @@ def test_count_margin_is_the_distance_to_the_next_change():
 
 
 def test_export_is_reproducible_in_one_environment():
-    from icmcodec.zoo.tiny import tiny_model_bytes
+    from icmcodec.methods.hyperprior.tiny import tiny_model_bytes
 
-    code = "import sys; from icmcodec.zoo.tiny import tiny_model_bytes; sys.stdout.buffer.write(tiny_model_bytes(0)[1])"
+    code = "import sys; from icmcodec.methods.hyperprior.tiny import tiny_model_bytes; sys.stdout.buffer.write(tiny_model_bytes(0)[1])"
     other = subprocess.run([sys.executable, "-c", code], capture_output=True, check=True).stdout
     assert tiny_model_bytes(0)[1] == tiny_model_bytes(0)[1] == other
 

@@ -135,7 +135,7 @@ def icm(*args):
 
 @pytest.fixture()
 def env(tmp_path, monkeypatch):
-    from icmcodec.zoo.tiny import write_tiny_model
+    from icmcodec.methods.hyperprior.tiny import write_tiny_model
 
     write_tiny_model(tmp_path / "models" / "tiny")
     monkeypatch.setenv("ICM_MODEL_PATH", str(tmp_path / "models"))
@@ -269,8 +269,9 @@ SPEC_FILES = [("hyperprior", "recon"), ("hyperprior", "semseg"), ("context", "re
 def spec_models(tmp_path_factory):
     """Tiny models of every method, a tiny semseg network and a prompt set per adapter
     method: the model folder (for ICM_MODEL_PATH) and one valid file per SPEC_FILES entry."""
-    from icmcodec.zoo.tiny import (write_tiny_context_model, write_tiny_prompt_icm_model, write_tiny_prompt_icm_adapter,
-                                   write_tiny_transtic_adapter, write_tiny_transtic_model)
+    from icmcodec.methods.context.tiny import write_tiny_context_model
+    from icmcodec.methods.prompt_icm.tiny import write_tiny_prompt_icm_model, write_tiny_prompt_icm_adapter
+    from icmcodec.methods.transtic.tiny import write_tiny_transtic_adapter, write_tiny_transtic_model
 
     models = tmp_path_factory.mktemp("spec") / "models"
     net = models / "tiny-semseg"

@@ -125,7 +125,8 @@ def test_every_spec_is_complete_and_spelled_as_the_bitstream_spells_it():
         if "train" in spec.code:  # the command a message tells users to run imports
             import importlib
 
-            importlib.import_module(spec.train_command.split()[-1])
+            words = spec.train_command.split()
+            importlib.import_module(words[words.index("-m") + 1])
 
 
 def test_a_recon_file_decodes_to_machine_tasks_through_their_default_networks(env, tasknet_dir):

@@ -13,7 +13,8 @@ import bitstream
 from icmcodec import pipeline
 from icmcodec.methods.prompt_icm.model import TaskDecoder, random_maps
 from icmcodec.methods.prompt_icm.staged import Staged
-from icmcodec.zoo.tiny import TINY_PVT, write_tiny_prompt_icm_model, write_tiny_prompt_icm_adapter
+from icmcodec.tasks.backbone import TINY_PVT
+from icmcodec.methods.prompt_icm.tiny import write_tiny_prompt_icm_model, write_tiny_prompt_icm_adapter
 
 BASE = "test-tiny-prompt-icm-0"
 

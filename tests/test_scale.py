@@ -20,7 +20,7 @@ import icmcodec
 from cli.jobs import Job, select_shard, shard_of
 from cli.main import main
 from icmcodec import pipeline
-from icmcodec.zoo.tiny import tiny_codec, write_tiny_model
+from icmcodec.methods.hyperprior.tiny import tiny_codec, write_tiny_model
 
 from conftest import slow_icm
 

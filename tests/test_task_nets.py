@@ -14,7 +14,7 @@ from cli.main import main
 from icmcodec import pipeline
 from icmcodec.tasks.predict import TaskModel
 from icmcodec.tasks.registry import CAMVID_CLASSES, TASKS, task
-from icmcodec.zoo.tiny import write_tiny_model
+from icmcodec.methods.hyperprior.tiny import write_tiny_model
 
 CODEC = "test-tiny-0"
 

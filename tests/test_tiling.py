@@ -9,7 +9,7 @@ import pytest
 from icmcodec import pipeline
 from icmcodec.methods.hyperprior.codec import HyperpriorCodec, Tiling
 from icmcodec.tiling import run_tiled, tiles
-from icmcodec.zoo.tiny import tiny_model_bytes
+from icmcodec.methods.hyperprior.tiny import tiny_model_bytes
 
 
 def test_tiles_cover_each_unit_once_and_halos_stay_inside():
@@ -95,7 +95,7 @@ import numpy as np, torch
 torch.set_num_threads(1)
 from icmcodec import pipeline
 from icmcodec.methods.hyperprior.codec import Tiling
-from icmcodec.zoo.tiny import tiny_codec
+from icmcodec.methods.hyperprior.tiny import tiny_codec
 codec = tiny_codec(0)
 # small tiles, so that the tiles' own (fixed) memory is small beside the picture's
 codec.tiling = Tiling(analysis=256, hyper_analysis=64, hyper_synthesis=16, synthesis=16)
@@ -132,7 +132,7 @@ def test_the_context_method_in_tiles_codes_the_whole_runs_symbols():
 
     from icmcodec.methods.context.codec import ContextCodec
     from icmcodec.zoo import model_hash
-    from icmcodec.zoo.tiny import tiny_context_bytes
+    from icmcodec.methods.context.tiny import tiny_context_bytes
 
     config, blob = tiny_context_bytes(0)
     state = load(blob)

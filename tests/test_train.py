@@ -47,7 +47,7 @@ def test_train_distributed_resume_export(tmp_path):
     assert rows[0][:3] == ["step", "lr", "loss"] and rows[-1][0] == "4"
     assert len(open(run / "val.csv").read().splitlines()) == 4  # 2 levels x 2 validations
     model_dir = tmp_path / "model"
-    subprocess.run([sys.executable, "-m", "icmcodec.zoo.export", str(run / "last.pt"), str(model_dir),
+    subprocess.run([sys.executable, "-m", "icmcodec.export", str(run / "last.pt"), str(model_dir),
                     "--name", "t"], check=True, capture_output=True)
     codec = pipeline.load_codec(str(model_dir), device="cpu")
     rgb = (rng.random((20, 30, 3)) * 255).astype(np.uint8)

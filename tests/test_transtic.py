@@ -10,11 +10,11 @@ from conftest import write_tiny_tasknet
 from icmcodec import pipeline
 from icmcodec.layers.swin import SwinBlock
 from icmcodec.methods.hyperprior.codec import Tiling
-from icmcodec.methods.hyperprior.model import GainedHyperprior
-from icmcodec.methods.hyperprior.transforms import HyperpriorConfig
+from icmcodec.coding.hyperprior_net import GainedHyperprior
+from icmcodec.layers.transforms import HyperpriorConfig
 from icmcodec.methods.transtic.model import NAMED, TIC, TransTIC, TransticConfig, from_hyperprior, prompted_scales
-from icmcodec.zoo.tiny import (tiny_codec, tiny_transtic_model, write_tiny_model, write_tiny_transtic_adapter,
-                               write_tiny_transtic_model)
+from icmcodec.methods.hyperprior.tiny import tiny_codec, write_tiny_model
+from icmcodec.methods.transtic.tiny import tiny_transtic_model, write_tiny_transtic_adapter, write_tiny_transtic_model
 
 TINY = dict(N=16, M=16, Nz=8, Nh=16, levels=2, lambdas=(0.01, 0.05), window=4, depth=2, heads=2,
             prompt_tokens=4, generator_width=8)
@@ -257,7 +257,7 @@ def test_the_base_trains_from_a_hyperprior_through_the_shared_loop(tmp_path):
     assert p.returncode == 0, p.stderr[-2000:]
     ck = torch.load(run / "last.pt", weights_only=False)
     assert ck["method"] == "transtic" and ck["config"]["layout"] == "hybrid"
-    from icmcodec.zoo.tiny import tiny_float_model
+    from icmcodec.methods.hyperprior.tiny import tiny_float_model
 
     hp = tiny_float_model(0).state_dict()
     # hp-base's conv after its second GDN (g_a.4) is the hybrid's g_a.5 (a block sits at 4)
@@ -344,7 +344,7 @@ def test_the_fully_fine_tuned_upper_bound_trains_every_tensor_on_the_task_loss(z
     import sys
 
     out = zoo_dir / "tt-ft"
-    export = [sys.executable, "-m", "icmcodec.zoo.export", str(run / "last.pt"), str(out), "--name", "tt-ft"]
+    export = [sys.executable, "-m", "icmcodec.export", str(run / "last.pt"), str(out), "--name", "tt-ft"]
     bad = subprocess.run(export + ["--quality-range=-3,9"], capture_output=True, text=True)
     assert bad.returncode != 0 and "quality range -3..9" in bad.stderr and "Traceback" not in bad.stderr
     assert not out.exists()

@@ -73,7 +73,12 @@ class MethodSpec:
     @property
     def train_command(self) -> str:
         """How a user trains this method (its adapters, for an adapter method)."""
-        return f"python -m {self.ref('train').partition(':')[0]}" if "train" in self.code else "(no trainer)"
+        if "train" not in self.code:
+            return "(no trainer)"
+        module = self.ref("train").partition(":")[0]
+        # a shared trainer outside the package (icmcodec.train) is told which method
+        shared = not module.startswith(self.package + ".")
+        return f"python -m {module}" + (f" --method {self.name}" if shared else "")
 
     def counts_as_parameter(self, key: str) -> bool:
         """Whether a model file's tensor ``key`` is a learned parameter (not a table, a

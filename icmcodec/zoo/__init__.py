@@ -1,7 +1,7 @@
 """The model store: shipped models inside the package, and user model folders.
 
 A model is a folder with ``config.json`` and ``model.safetensors`` (see
-:mod:`icmcodec.zoo.export`). Shipped models live in ``icmcodec/zoo/models/<name>/``;
+:mod:`icmcodec.export`). Shipped models live in ``icmcodec/zoo/models/<name>/``;
 ``ICM_MODEL_PATH`` (``os.pathsep``-separated folders) adds more, searched first.
 Nothing is ever downloaded.
 """

@@ -16,7 +16,7 @@ import numpy as np
 from icmcodec.coding.slices import ChannelSlices
 from icmcodec.coding.transforms import TransformCodec
 from icmcodec.methods.base import Codec, Encoded
-from icmcodec.methods.context.config import ContextConfig
+from icmcodec.coding.context_config import ContextConfig
 
 
 class ContextCodec(TransformCodec, Codec):

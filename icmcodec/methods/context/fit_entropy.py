@@ -16,7 +16,7 @@ offsets (the means), which the rate-distortion benchmark measures on real files.
 Full joint training (``python -m icmcodec.train --method context --init ...``) is the
 same model and the better run where a GPU is at hand. The run folder holds
 ``train_config.json``, ``last.pt`` (``--resume``), ``log.csv`` and ``val.csv``;
-``python -m icmcodec.zoo.export RUN/last.pt DIR --name NAME`` ships it.
+``python -m icmcodec.export RUN/last.pt DIR --name NAME`` ships it.
 """
 from __future__ import annotations
 
@@ -29,16 +29,17 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from icmcodec.methods.context.model import ContextConfig, GainedContext
+from icmcodec.coding.context_config import ContextConfig
+from icmcodec.coding.context_net import GainedContext
 from icmcodec.training import CropSampler, Run, init_from, list_images, lr_at, parse_data, read_arch, set_lr
 
 
 def trainable_of(method: str):
     """What ``--init`` reads: a hyperprior or a context model folder."""
     if method == "context":
-        from icmcodec.methods.context.export import trainable_from_state
+        from icmcodec.coding.export import context_from_state as trainable_from_state
     elif method == "hyperprior":
-        from icmcodec.methods.hyperprior.export import trainable_from_state
+        from icmcodec.coding.export import trainable_from_state
     else:
         raise SystemExit(f"error: --init: a {method} model; this fit starts from a hyperprior or a context model")
     return trainable_from_state

@@ -6,15 +6,16 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from icmcodec.methods.hyperprior.export import make_config, serialize
-from icmcodec.methods.hyperprior.tiny import TINY, tiny_float_model
+from icmcodec.coding.export import make_config, serialize
+from icmcodec.coding.tiny import TINY, tiny_float_model
 from icmcodec.zoo import write_model
 
 
 def tiny_context_model(seed: int = 0):
     """The tiny hyperprior of ``seed`` with seeded context nets (last layers non-zero,
     so the context changes the entropy parameters)."""
-    from icmcodec.methods.context.model import ContextConfig, GainedContext
+    from icmcodec.coding.context_config import ContextConfig
+    from icmcodec.coding.context_net import GainedContext
 
     cfg = ContextConfig(**{**TINY.to_dict(), "lambdas": TINY.lambdas, "slices": (4, 4, 8), "hidden": 8})
     model = GainedContext(cfg)
@@ -29,7 +30,7 @@ def tiny_context_model(seed: int = 0):
 
 
 def tiny_context_bytes(seed: int = 0) -> tuple[dict, bytes]:
-    from icmcodec.methods.context.export import export_state as ctx_export
+    from icmcodec.coding.export import export_context_state as ctx_export
 
     model = tiny_context_model(seed)
     config = make_config(f"test-tiny-context-{seed}", model.cfg, "context", default=False)

@@ -3,12 +3,14 @@
 
 | module | what |
 |---|---|
-| ``transforms`` | its config, the analysis/synthesis layouts, inference GDN |
-| ``model`` | the trainable network (compressai's GDN and factorized prior) |
-| ``exact`` | the integer twin of the hyper synthesis (a :class:`~icmcodec.exact.Plan`) |
-| ``export`` | trained checkpoint -> shipped model file (tables, integer weights) |
-| ``codec`` | coding time: picture <-> chunks, through the tiled executor |
-| ``train`` | its training entry (the shared loop of :mod:`icmcodec.train`) |
+| ``codec`` | coding time: picture <-> chunks, composed of :mod:`icmcodec.coding`'s tiled transforms and hyperprior |
+| ``export`` | trained checkpoint -> shipped model file (:mod:`icmcodec.coding.export`) |
+| ``tiny`` | a tiny seeded model for tests |
+
+The trainable network (:mod:`icmcodec.coding.hyperprior_net`), its config
+(:mod:`icmcodec.layers.transforms`) and its export live below the methods: TIC, Prompt-ICM and
+the context model build on them. Training: ``python -m icmcodec.train`` (the shared loop of the
+coding models; hyperprior is its default ``--method``).
 """
 from bitstream import MethodId, TaskTag
 from icmcodec.methods.spec import MethodSpec
@@ -19,7 +21,9 @@ SPEC = MethodSpec(
     "runs the task's clean network on the reconstruction (TIC anchor)",
     package=__name__,
     param_prefixes=("float.", "exact.h_s.", "exact.log2_gain", "exact.z_median"),
-    code={"codec": ".codec:HyperpriorCodec", "export": ".export:main", "trainable": ".export:trainable_from_state",
-          "model": ".model:GainedHyperprior", "config": ".transforms:HyperpriorConfig", "train": ".train:main",
+    code={"codec": ".codec:HyperpriorCodec", "export": ".export:main",
+          "trainable": "icmcodec.coding.export:trainable_from_state",
+          "model": "icmcodec.coding.hyperprior_net:GainedHyperprior",
+          "config": "icmcodec.layers.transforms:HyperpriorConfig", "train": "icmcodec.train:main",
           "tiny": ".tiny:write_tiny_model"},
 )

@@ -1,6 +1,6 @@
 """The base codec at coding time: image <-> (header fields, chunks) with real bytes.
 
-``HyperpriorCodec`` is built from an *exported* state (see :mod:`icmcodec.methods.hyperprior.export`):
+``HyperpriorCodec`` is built from an *exported* state (see :mod:`icmcodec.coding.export`):
 float weights for the transforms, integer weights for the exact hyper synthesis,
 baked integer tables for z and y, integer log2 gains and medians. Coding follows
 :mod:`icmcodec.exact`: every number the range coder sees comes from integers, so a

@@ -1,7 +1,7 @@
 """Export Prompt-ICM's base (feature codec + extractor) and its per-task adapters.
 
 * The base: ``python -m icmcodec.methods.prompt_icm.export RUN/last.pt OUT_DIR --name NAME``.
-  The file is the hyperprior's (:mod:`icmcodec.methods.hyperprior.export`: float
+  The file is the hyperprior's (:mod:`icmcodec.coding.export`: float
   transforms, exact h_s, zero gains, tables) plus ``extractor.*``, the frozen backbone
   segments that make the coded feature and the selector's inputs. Its hash is the
   ``model_hash`` of every Prompt-ICM file, so a file is decoded by the very extractor
@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from icmcodec.methods.hyperprior import export as hp
+from icmcodec.coding import export as hp
 from icmcodec.methods.prompt_icm.model import PromptIcmConfig, load_extractor, make_feature_codec
 
 

@@ -169,7 +169,7 @@ class Synthesis(nn.Module):
 
 def make_feature_codec(cfg: PromptIcmConfig):
     """The trainable codec (imports compressai: training and export only)."""
-    from icmcodec.methods.hyperprior.model import GainedHyperprior
+    from icmcodec.coding.hyperprior_net import GainedHyperprior
 
     class FeatureCodec(GainedHyperprior):
         """Mean-scale hyperprior on features, SFT-conditioned (see the module docstring)."""

@@ -7,8 +7,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from icmcodec.methods.hyperprior.export import make_config, serialize
-from icmcodec.methods.hyperprior.tiny import tiny_float_model
+from icmcodec.coding.export import make_config, serialize
+from icmcodec.coding.tiny import tiny_float_model
 from icmcodec.tasks.backbone import TINY_PVT
 from icmcodec.zoo import write_model
 

@@ -1,7 +1,7 @@
 """Export TIC (the base) and TransTIC prompt sets to the shipped format.
 
-* The base: ``python -m icmcodec.zoo.export RUN/last.pt OUT_DIR --name NAME`` for a
-  transtic checkpoint. The file is the hyperprior's (:mod:`icmcodec.methods.hyperprior.export`):
+* The base: ``python -m icmcodec.export RUN/last.pt OUT_DIR --name NAME`` for a
+  transtic checkpoint. The file is the hyperprior's (:mod:`icmcodec.coding.export`):
   the Swin blocks are float transform weights like the convolutions (``float.g_a.*``,
   ``float.g_s.*``); h_s, gains and tables are stored the same way.
 * A prompt set (:func:`write_adapter`): ``config.json`` (kind ``adapter``,
@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from icmcodec.methods.hyperprior import export as hp
+from icmcodec.coding import export as hp
 from icmcodec.methods.transtic.model import TIC, TransTIC, TransticConfig
 
 

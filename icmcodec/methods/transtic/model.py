@@ -31,7 +31,7 @@ import torch
 import torch.nn as nn
 
 from icmcodec.layers.swin import TaskPrompts
-from icmcodec.methods.hyperprior.model import GainedHyperprior
+from icmcodec.coding.hyperprior_net import GainedHyperprior
 # the coding-time half lives in .transforms (no compressai); its names are this module's too
 from icmcodec.methods.transtic.transforms import (HYBRID_AFTER_A, HYBRID_AFTER_S, NAMED,  # noqa: F401
                                                   PromptedSequential, PromptGenerator, TransticConfig,

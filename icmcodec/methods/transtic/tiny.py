@@ -7,8 +7,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from icmcodec.methods.hyperprior.export import make_config, serialize
-from icmcodec.methods.hyperprior.tiny import TINY, tiny_float_model
+from icmcodec.coding.export import make_config, serialize
+from icmcodec.coding.tiny import TINY, tiny_float_model
 from icmcodec.zoo import write_model
 
 TINY_TRANSTIC = dict(window=4, depth=2, heads=2, prompt_tokens=4, generator_width=8)

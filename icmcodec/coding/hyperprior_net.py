@@ -26,7 +26,7 @@ import torch.nn.functional as F
 from compressai.entropy_models import EntropyBottleneck
 from compressai.layers import GDN
 
-from icmcodec.methods.hyperprior.transforms import HyperpriorConfig, build_transforms
+from icmcodec.layers.transforms import HyperpriorConfig, build_transforms
 
 # The scale table of the Gaussian conditional: log2-uniform between these bounds.
 SCALE_MIN = 0.11

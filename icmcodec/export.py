@@ -1,6 +1,6 @@
 """Export a trained checkpoint to the shipped format, whatever its method.
 
-``python -m icmcodec.zoo.export RUN/last.pt OUT_DIR --name NAME [--default] [--compact]``
+``python -m icmcodec.export RUN/last.pt OUT_DIR --name NAME [--default] [--compact]``
 reads the method a checkpoint was trained with (``"method"`` in it; hyperprior for
 checkpoints from before methods were packages) and runs that method's exporter
 (``icmcodec.methods.<name>.export``), which writes ``config.json`` and

@@ -17,7 +17,7 @@ scale, channel context, spatial context] into *corrections* added to the hyper m
 and log2 scale. Its last layer starts at zero, so a warm start from a hyperprior model
 reproduces that model exactly and training can only improve on it. Every layer is a
 stride-1, same-padded conv followed by ReLU or nothing: the shape the exact integer
-twin (:mod:`icmcodec.methods.context.exact`) runs bit-exactly at coding time.
+twin (:mod:`icmcodec.coding.slices`) runs bit-exactly at coding time.
 """
 from __future__ import annotations
 
@@ -25,8 +25,8 @@ import torch
 import torch.nn as nn
 
 from icmcodec.coding.checkerboard import anchor_mask
-from icmcodec.methods.context.config import ContextConfig
-from icmcodec.methods.hyperprior.model import GainedHyperprior
+from icmcodec.coding.context_config import ContextConfig
+from icmcodec.coding.hyperprior_net import GainedHyperprior
 
 
 class ContextNets(nn.Module):
