@@ -12,8 +12,16 @@ a method's codec composes them instead of subclassing another method:
 | :class:`ChannelSlices` | a y codec: uneven channel slices, each a checkerboard, with the channel context (:class:`ExactContext`) |
 | :class:`TransformCodec` | the base of codecs whose float transforms run in tiles around a hyperprior |
 
+Their training-time side lives here too, so a method that builds on them imports no other
+method: ``hyperprior_net`` (the trainable gained hyperprior, compressai's GDN and
+factorized prior), ``context_config`` / ``context_net`` (the channel-slice and checkerboard
+context networks), ``export`` (a trained network -> tables and integer weights -> a model
+folder, for every method whose file is the hyperprior's plus its own tensors) and ``tiny``
+(the seeded tiny network every method's test model starts from).
+
 May import :mod:`bitstream`, :mod:`icmcodec.entropy`, :mod:`icmcodec.exact`,
-:mod:`icmcodec.tiling`, :mod:`icmcodec.layers`, torch and numpy; never
+:mod:`icmcodec.tiling`, :mod:`icmcodec.layers`, :mod:`icmcodec.zoo` (model folders), torch and
+numpy; never
 :mod:`icmcodec.methods`, the pipeline, the registry, the API, the CLI or the benchmarks.
 """
 from icmcodec.coding.checkerboard import Checkerboard, anchor_mask, anchors
