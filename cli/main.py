@@ -140,7 +140,7 @@ def encode(inputs, out, out_dir, task, quality, model, method, task_model, bpp, 
     def wanted(i: int) -> bool:  # claimed before its picture is read (and re-checked once claimed)
         return not skip(jobs[i]) and claims.take(output_path(jobs[i], out, out_dir, ".icm")) and not skip(jobs[i])
 
-    chunks = Chunked(jobs, codec.analyse_batch, batch, wanted)
+    chunks = Chunked(jobs, lambda rgbs: pipeline.analyse_batch(codec, rgbs), batch, wanted)
 
     def work(job: Job) -> str:
         t0 = time.time()
@@ -148,8 +148,8 @@ def encode(inputs, out, out_dir, task, quality, model, method, task_model, bpp, 
         try:
             if (note := claim_or_skip(claims, dst, lambda: skip(job), f"{job.src} -> {dst}")) is not None:
                 return note
-            rgb, an = chunks.get(job)
             try:
+                rgb, an = chunks.get(job)
                 data = pipeline.encode_image(rgb, task=task, quality=quality, codec=codec, tasknet=tasknet, bpp=bpp,
                                              max_bytes=max_bytes, analysis=an)
             except pipeline.UsageError as e:
@@ -255,6 +255,8 @@ def decode(inputs, out, out_dir, task, task_model, shard, skip_existing, manifes
         finally:
             claims.release(claimed)  # done, failed or skipped: the claim goes
         net = getattr(res.tasknet, "tasknet", res.tasknet)  # an adapter's own network, or the one that ran
+        if net is not None and not hasattr(net, "name"):
+            net = None  # a method whose decoder gives the task itself ran no task network
         log.add({"input": job.src, "outputs": [str(p) if p else "-" for p, _ in placed], "task": res.task,
                  "bpp": res.bpp, "quality": hd.quality, "method": codec.method,
                  "model_hash": hd.model_hash.hex(), "adapter_hash": hd.adapter_hash.hex(),

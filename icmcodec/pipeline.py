@@ -61,10 +61,11 @@ def _codec_at(entry: zoo.ModelEntry, device: str):
 
 
 def load_codec(model: str | None = None, *, method: str | None = None, model_hash: bytes | None = None,
-               device: str = "auto"):
+               device: str = "auto", task: str = "recon"):
     """The coding model: by name or folder, by a header's hash, or the default (of
-    ``method``, if given). Machine tasks of a picture method add a task network on top."""
-    entry = zoo.find(model, task="recon", model_hash=model_hash, method=method)
+    ``method``, if given: its model for ``task`` where it has one per task). Machine
+    tasks of a picture method add a task network on top."""
+    entry = zoo.find(model, task=task, model_hash=model_hash, method=method)
     if method is not None and entry.config.get("method") != method:
         raise UsageError(f"model {entry.name} codes with {entry.config.get('method')}, not {method}")
     return _codec_at(entry, device)
@@ -155,12 +156,14 @@ def encoder_for(task: str = "recon", *, model: str | None = None, method: str | 
     if method is None and model is None:
         method = default_method(task).name
     try:
-        codec = load_codec(model, method=method, device=device)
+        codec = load_codec(model, method=method, device=device, task=task)
     except zoo.ModelNotFoundError as e:
         raise UsageError(str(e)) from None
     spec = METHODS[codec.method]
     if TASK_NAMES[task] not in spec.tasks:
         raise UsageError(f"method {spec.name} does not code task {task}")
+    if not codec.can_code(task):
+        raise UsageError(f"model {codec.config.get('name')} codes {codec.config.get('task')}, not {task}")
     tasknet = None
     if task != "recon" and spec.adapter:
         net = load_tasknet(task, task_model, device=device) if task_model else None
@@ -225,6 +228,8 @@ def encode_image(rgb: np.ndarray, *, task: str = "recon", quality: float | None 
     spec = METHODS[codec.method]
     if TASK_NAMES[task] not in spec.tasks:
         raise UsageError(f"method {spec.name} does not code task {task}")
+    if not codec.can_code(task):
+        raise UsageError(f"model {codec.config.get('name')} codes {codec.config.get('task')}, not {task}")
     adapter_hash = bytes(16)
     if task != "recon" and spec.adapter:
         ad = codec.adapter
@@ -237,6 +242,8 @@ def encode_image(rgb: np.ndarray, *, task: str = "recon", quality: float | None 
         if tasknet is None:
             tasknet = load_tasknet(task, device=device)
         adapter_hash = tasknet.hash
+    elif task != "recon" and spec.header_names == "codec":
+        adapter_hash = codec.model_hash
     h, w = rgb.shape[:2]
     if h * w > bitstream.MAX_PIXELS or max(h, w) > bitstream.MAX_SIDE:
         raise UsageError(f"image is {w}x{h}, over the limits ({bitstream.MAX_PIXELS} pixels, "
@@ -250,11 +257,13 @@ def encode_image(rgb: np.ndarray, *, task: str = "recon", quality: float | None 
         )
         return bitstream.pack(header, enc.chunks)
 
+    if analysis is None:
+        analysis = analyse_batch(codec, [rgb])[0]
     if bpp is not None or max_bytes is not None:
         limit = rate_limit(h * w, bpp, max_bytes)
-        return fit_rate(codec, analysis or codec.analyse(rgb), limit, pack)
+        return fit_rate(codec, analysis, limit, pack)
     q = check_quality(codec, quality)
-    return pack(codec.code(analysis or codec.analyse(rgb), q), q)
+    return pack(codec.code(analysis, q), q)
 
 
 # The budgets a rate can mean. The smallest file the format allows is its fixed header
@@ -357,6 +366,15 @@ def fit_rate(codec, analysis, limit: int, pack) -> bytes:
     return tried[good]
 
 
+def analyse_batch(codec, rgbs: list):
+    """``codec.analyse_batch``, with what an encoder needs beyond its model file (a
+    method's backbone) missing or wrong reported as a :class:`UsageError`."""
+    try:
+        return codec.analyse_batch(rgbs)
+    except zoo.ModelNotFoundError as e:
+        raise UsageError(str(e)) from None
+
+
 def codec_for(header: bitstream.Header, device: str = "auto"):
     """The installed codec a file's header names (by method and model hash); cached."""
     try:
@@ -384,14 +402,15 @@ def decode_bytes(data: bytes, *, task: str | None = None, device: str = "auto", 
     try:
         spec = method_by_id(hd.method)
         # everything the header names, in one lookup: model, adapter, task network
-        found = zoo.resolve(hd.model_hash if codec is None else None, hd.adapter_hash,
-                            "adapter" if spec.adapter else "tasknet")
+        found = zoo.resolve(hd.model_hash if codec is None else None, hd.adapter_hash, spec.header_names)
     except (zoo.ModelNotFoundError, LookupError) as e:
         raise UsageError(str(e)) from None
     if codec is None:
         codec = _codec_at(found.model, device)
     elif codec.model_hash != hd.model_hash:
         raise UsageError("the file was made with another model than the one given")
+    if spec.header_names == "codec" and hd.task != bitstream.TaskTag.RECON and hd.adapter_hash != hd.model_hash:
+        raise bitstream.UnknownValueError(f"a {spec.name} file's adapter_hash must repeat its model_hash")
     if codec.method != spec.name:
         raise UsageError(f"the file says method {spec.name}, but the model it names is a {codec.method} model")
     # rule 11 of the spec, before anything else is loaded for the file: the method codes
@@ -424,11 +443,13 @@ def decode_bytes(data: bytes, *, task: str | None = None, device: str = "auto", 
         raise bitstream.LimitError(f"quality {hd.quality:g} is outside the range {lo:g}..{hi:g} of the model it names")
     if codec.produces != "picture":
         # the method's decoder finishes the task itself (Prompt-ICM: prompts and head on
-        # the task network's later stages); its adapter writes the output
-        if codec.adapter is None:
+        # the task network's later stages; DoRA-ICM: its own decoder); the adapter, or a
+        # method without adapters its codec, writes the output
+        writer = codec.adapter if spec.adapter else codec
+        if writer is None:
             raise UsageError("the file names no adapter to decode its task with")
         out = codec.decode_chunks(hd, c.chunks)
-        return Decoded(hd, task, None, bitstream.bits_per_pixel(c), output=out, tasknet=codec.adapter)
+        return Decoded(hd, task, None, bitstream.bits_per_pixel(c), output=out, tasknet=writer)
     rgb = codec.decode_chunks(hd, c.chunks)
     res = Decoded(hd, task, rgb, bitstream.bits_per_pixel(c))
     if net is not None:

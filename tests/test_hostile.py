@@ -17,6 +17,7 @@ from PIL import Image
 import bitstream
 from cli.main import main
 from icmcodec import pipeline
+from icmcodec.registry import METHODS
 from icmcodec.bench.forge import join, mutations, set_field, split
 from icmcodec.entropy import CorruptStreamError
 
@@ -262,7 +263,7 @@ from conftest import slow_icm, write_tiny_tasknet  # noqa: E402
 # (method, task) of the files below: every method, recon where it codes a picture and a
 # machine task through its task network or adapter
 SPEC_FILES = [("hyperprior", "recon"), ("hyperprior", "semseg"), ("context", "recon"), ("context", "semseg"),
-              ("transtic", "recon"), ("transtic", "semseg"), ("prompt-icm", "semseg")]
+              ("transtic", "recon"), ("transtic", "semseg"), ("prompt-icm", "semseg"), ("dora-icm", "semseg")]
 
 
 @pytest.fixture(scope="module")
@@ -270,6 +271,7 @@ def spec_models(tmp_path_factory):
     """Tiny models of every method, a tiny semseg network and a prompt set per adapter
     method: the model folder (for ICM_MODEL_PATH) and one valid file per SPEC_FILES entry."""
     from icmcodec.methods.context.tiny import write_tiny_context_model
+    from icmcodec.methods.dora_icm.tiny import write_tiny_dora_model
     from icmcodec.methods.prompt_icm.tiny import write_tiny_prompt_icm_model, write_tiny_prompt_icm_adapter
     from icmcodec.methods.transtic.tiny import write_tiny_transtic_adapter, write_tiny_transtic_model
 
@@ -277,8 +279,9 @@ def spec_models(tmp_path_factory):
     net = models / "tiny-semseg"
     write_tiny_tasknet(net, "semseg", name="tiny-semseg")
     names = {"hyperprior": str(GOLDEN / "tiny"), "context": "spec-context", "transtic": "spec-transtic",
-             "prompt-icm": "spec-picm"}
+             "prompt-icm": "spec-picm", "dora-icm": "spec-dora"}
     write_tiny_context_model(models / "spec-context")
+    write_tiny_dora_model(models / "spec-dora")
     write_tiny_transtic_model(models / "spec-transtic")
     write_tiny_prompt_icm_model(models / "spec-picm")
     write_tiny_transtic_adapter(models / "spec-transtic-semseg", models / "spec-transtic", net, "semseg")
@@ -291,7 +294,8 @@ def spec_models(tmp_path_factory):
         for method, task in SPEC_FILES:
             codec = pipeline.load_codec(names[method] if method == "hyperprior" else str(models / names[method]),
                                         device="cpu")
-            tasknet = pipeline.load_tasknet(task, "tiny-semseg", device="cpu") if task != "recon" else None
+            picture = codec.produces == "picture" or METHODS[method].adapter
+            tasknet = pipeline.load_tasknet(task, "tiny-semseg", device="cpu") if task != "recon" and picture else None
             out[method, task] = pipeline.encode_image(rgb, task=task, quality=1.0, codec=codec, tasknet=tasknet)
     finally:
         if old is None:
@@ -318,7 +322,8 @@ def test_spec_a_valid_file_of_every_method_decodes(spec_files, key):
     data = spec_files[key]
     hd = bitstream.unpack(data).header
     assert (hd.adapter_hash == bytes(16)) == (key[1] == "recon")
-    assert [(t, f) for t, f, _ in split(data)[1]] == [(bitstream.ChunkType.HYPER, 1), (bitstream.ChunkType.LATENT, 1)]
+    layout = pipeline.codec_for(hd, "cpu").chunk_layout
+    assert [(t, f) for t, f, _ in split(data)[1]] == [(t, 1) for t in layout]
     res = pipeline.decode_bytes(data)
     assert res.task == key[1] and (res.rgb is not None or res.output is not None)
     # an informative META chunk (optional, UTF-8 JSON) changes nothing

@@ -175,3 +175,58 @@ class ChannelSlices:
         un-gained, so zero symbols, y_hat as the "means" and no gain."""
         _, y_hat, _ = decoded
         return np.zeros(y_hat.shape, dtype=np.int8), y_hat, np.zeros(y_hat.shape[0], dtype=np.int64)
+
+
+class _PassRouter:
+    """One stream per checkerboard pass: a :class:`~icmcodec.coding.checkerboard.Checkerboard`
+    codes (or decodes) anchors, then the rest, group after group; this sends its calls
+    to two streams in turn, so all anchors land in one and all the rest in the other."""
+
+    def __init__(self, anchors, rest):
+        self.streams, self.n = (anchors, rest), 0
+
+    def add(self, symbols, idx) -> None:
+        self.streams[self.n % 2].add(symbols, idx)
+        self.n += 1
+
+    def take(self, idx):
+        out = self.streams[self.n % 2].take(idx)
+        self.n += 1
+        return out
+
+
+class PassChunkSlices(ChannelSlices):
+    """:class:`ChannelSlices` whose two checkerboard passes are two streams (each its own
+    LATENT chunk): ``encode`` returns ``((anchor bytes, rest bytes), symbols)`` and
+    ``decode`` takes that pair. The symbols, their order within each pass and every
+    parameter are those of :class:`ChannelSlices`; only the split into streams differs."""
+
+    @torch.no_grad()
+    def encode(self, y: np.ndarray, hyper, quality: float):
+        mean_h, ls_h = hyper.whole()
+        lg = self.gaussian.gains(quality)
+        a, b = self.gaussian.coder.encoder(), self.gaussian.coder.encoder()
+        route = _PassRouter(a, b)
+
+        def group(k, cb, lgk, params, spatial, mask):
+            c0, c1 = self.bounds[k]
+            return cb.encode(route, y[c0:c1], lgk, params, spatial, mask)
+
+        y_sym, _ = self.passes(mean_h, ls_h, lg, y.shape, group)
+        return (a.finish(), b.finish()), y_sym
+
+    @torch.no_grad()
+    def decode(self, data: tuple[bytes, bytes], hyper, quality: float):
+        mean_h, ls_h = hyper.whole()
+        lg = self.gaussian.gains(quality)
+        a, b = self.gaussian.coder.decoder(data[0]), self.gaussian.coder.decoder(data[1])
+        route = _PassRouter(a, b)
+
+        def group(k, cb, lgk, params, spatial, mask):
+            c0, c1 = self.bounds[k]
+            return cb.decode(route, (c1 - c0,) + hyper.shape[1:], lgk, params, spatial, mask)
+
+        y_sym, y_hat = self.passes(mean_h, ls_h, lg, hyper.shape, group)
+        a.finish()
+        b.finish()
+        return y_sym, y_hat, lg

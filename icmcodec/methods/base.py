@@ -61,6 +61,16 @@ class Codec:
         adapter works on it). ``ValueError`` if it does not fit."""
         raise NotImplementedError(f"method {self.method} has no per-task adapters")
 
+    def can_code(self, task: str) -> bool:
+        """Whether this model codes ``task`` (the method's spec lists what the method
+        codes; a method with one model per task narrows it to the model's own)."""
+        return True
+
+    def write(self, output: np.ndarray) -> dict[str, bytes]:
+        """The output files of a method whose decoder gives the task and that has no
+        adapter to write them (``produces == "task"``)."""
+        raise NotImplementedError(f"method {self.method} writes its outputs through its adapter or task network")
+
     def decodable_tasks(self, header: bitstream.Header) -> tuple[str, ...]:
         """The outputs a file of this method can give, its own task first (the spec's
         "tasks a file serves"): a picture method's recon file every task (a machine task

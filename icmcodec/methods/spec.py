@@ -53,6 +53,16 @@ class MethodSpec:
         if missing:
             raise ValueError(f"method {self.name} declares no {', '.join(sorted(missing))}")
 
+    @property
+    def header_names(self) -> str:
+        """What a machine-task file's ``adapter_hash`` names, as a store kind: the
+        per-task ``adapter``; for a picture method the ``tasknet`` its decoder runs; for
+        a method with one model per task and no adapter, that model itself (``codec``:
+        ``adapter_hash`` repeats ``model_hash``)."""
+        if self.adapter:
+            return "adapter"
+        return "tasknet" if self.produces == "picture" else "codec"
+
     def ref(self, what: str) -> str:
         """The ``module:attr`` registered as ``what``, made absolute."""
         try:

@@ -103,8 +103,10 @@ def find(name: str | None = None, *, task: str = "recon", model_hash: bytes | No
         models = [m for m in models if m.config.get("method") == method]
         if not models:
             raise ModelNotFoundError(f"no model of method {method} is installed (see 'icm models')")
-        # a method's default model, whatever it codes (a feature codec's task is "features")
-        return next((m for m in models if m.config.get("default", False)), models[0])
+        # the method's model for the task (a method with one model per task), else its
+        # default model, whatever it codes (a feature codec's task is "features")
+        pool = [m for m in models if m.config.get("task") == task] or models
+        return next((m for m in pool if m.config.get("default", False)), pool[0])
     what = KIND_NAMES.get(kind, kind)
     if model_hash is not None:
         for m in models:
@@ -159,7 +161,8 @@ class Resolved:
 def resolve(model_hash: bytes | None, adapter_hash: bytes = bytes(16), names: str = "tasknet") -> Resolved:
     """The installed models a file names, in one pass over the search path (hashes are
     cached per file and modification time). ``names``: the kind ``adapter_hash`` names
-    for the file's method (``adapter`` or ``tasknet``); ``model_hash`` None: the
+    for the file's method (``adapter``, ``tasknet``, or ``codec``: the model itself);
+    ``model_hash`` None: the
     coding model is not looked up."""
     by_hash: dict[bytes, ModelEntry] = {}
     for m in available():
@@ -168,6 +171,10 @@ def resolve(model_hash: bytes | None, adapter_hash: bytes = bytes(16), names: st
     if model_hash is not None and (model is None or model.kind != "codec"):
         raise not_installed("model", model_hash)
     if adapter_hash == bytes(16):
+        return Resolved(model)
+    if names == "codec":  # a per-task model that names itself (see MethodSpec.header_names)
+        if model_hash is not None and adapter_hash != model_hash:
+            raise ModelNotFoundError("the file's adapter_hash must repeat its model_hash for its method")
         return Resolved(model)
     named = by_hash.get(adapter_hash)
     if named is None or named.kind != names:
