@@ -130,7 +130,7 @@ class DoraIcmCodec(Codec):
                 module.load_state_dict(sub, strict=True)
             except RuntimeError as e:
                 raise ValueError(f"model file does not match its config: {' '.join(str(e).split())[:300]}") from None
-            module.eval().to(self.device)
+            module.eval().requires_grad_(False).to(self.device)
         self.adapters = {k[len("adapter."):]: torch.from_numpy(np.asarray(v, dtype=np.float32))
                          for k, v in state.items() if k.startswith("adapter.")}
         y = PassChunkSlices.from_state(state, slice_bounds(ent.slices), ent.hidden, self.device)
@@ -160,7 +160,7 @@ class DoraIcmCodec(Codec):
             net = load_backbone(self.arch, self.config.get("backbone", {}))
             if self.adapters:
                 dora.inject(net, dora.targets(net, self.arch.targets, self.arch.adapt_from), self.arch.rank,
-                            self.arch.alpha)
+                            self.arch.alpha, self.arch.dora)
                 missing, unexpected = net.load_state_dict(self.adapters, strict=False)
                 if unexpected or any(".lora_" in k for k in missing):
                     raise ValueError("the set's adapters do not fit the backbone's layers")

@@ -27,7 +27,9 @@ import torch.nn.functional as F
 
 
 class _Dora(nn.Module):
-    def __init__(self, base: nn.Module, rank: int, alpha: float | None, out: int, inp: int, kernel_dims: int):
+    # ``magnitude=False``: plain LoRA (W' = W0 + s B A), for the ablation at equal rank
+    def __init__(self, base: nn.Module, rank: int, alpha: float | None, out: int, inp: int, kernel_dims: int,
+                 magnitude: bool = True):
         super().__init__()
         self.base_layer = base
         for p in base.parameters():
@@ -39,7 +41,7 @@ class _Dora(nn.Module):
         nn.init.kaiming_uniform_(self.lora_A.weight, a=math.sqrt(5))
         self.lora_B = nn.Module()
         self.lora_B.weight = nn.Parameter(torch.zeros(out, rank, *shape))
-        self.lora_magnitude_vector = nn.Parameter(self._w0().norm(dim=1).detach().clone())
+        self.lora_magnitude_vector = nn.Parameter(self._w0().norm(dim=1).detach().clone()) if magnitude else None
 
     def _w0(self) -> torch.Tensor:
         w = self.base_layer.weight
@@ -50,15 +52,16 @@ class _Dora(nn.Module):
         w0 = self._w0()
         delta = self.lora_B.weight.reshape(w0.shape[0], -1) @ self.lora_A.weight.reshape(self.rank, -1)
         w = w0 + self.scaling * delta
-        w = self.lora_magnitude_vector[:, None] * w / w.norm(dim=1, keepdim=True).clamp(min=1e-12)
+        if self.lora_magnitude_vector is not None:
+            w = self.lora_magnitude_vector[:, None] * w / w.norm(dim=1, keepdim=True).clamp(min=1e-12)
         return w.reshape(self.base_layer.weight.shape)
 
 
 class DoraConv1x1(_Dora):
-    def __init__(self, base: nn.Conv2d, rank: int = 8, alpha: float | None = None):
+    def __init__(self, base: nn.Conv2d, rank: int = 8, alpha: float | None = None, magnitude: bool = True):
         if base.kernel_size != (1, 1) or base.groups != 1:
             raise ValueError("DoraConv1x1 wraps 1x1 convolutions without groups")
-        super().__init__(base, rank, alpha, base.out_channels, base.in_channels, 2)
+        super().__init__(base, rank, alpha, base.out_channels, base.in_channels, 2, magnitude)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         b = self.base_layer
@@ -66,8 +69,8 @@ class DoraConv1x1(_Dora):
 
 
 class DoraLinear(_Dora):
-    def __init__(self, base: nn.Linear, rank: int = 8, alpha: float | None = None):
-        super().__init__(base, rank, alpha, base.out_features, base.in_features, 0)
+    def __init__(self, base: nn.Linear, rank: int = 8, alpha: float | None = None, magnitude: bool = True):
+        super().__init__(base, rank, alpha, base.out_features, base.in_features, 0, magnitude)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return F.linear(x, self.merged_weight(), self.base_layer.bias)
@@ -92,11 +95,13 @@ def targets(backbone: nn.Module, kind: str, first_group: int = 0) -> list[str]:
     raise ValueError(f"unknown DoRA target kind {kind!r} (pointwise or qkv)")
 
 
-def inject(backbone: nn.Module, names: list[str], rank: int = 8, alpha: float | None = None) -> None:
-    """Replace each named layer by its DoRA wrapper (in place)."""
+def inject(backbone: nn.Module, names: list[str], rank: int = 8, alpha: float | None = None,
+           magnitude: bool = True) -> None:
+    """Replace each named layer by its DoRA wrapper (in place; ``magnitude=False``: LoRA)."""
     for n in names:
         m = backbone.get_submodule(n)
-        _set(backbone, n, DoraConv1x1(m, rank, alpha) if isinstance(m, nn.Conv2d) else DoraLinear(m, rank, alpha))
+        wrap = DoraConv1x1 if isinstance(m, nn.Conv2d) else DoraLinear
+        _set(backbone, n, wrap(m, rank, alpha, magnitude))
 
 
 def adapter_state(backbone: nn.Module) -> dict[str, torch.Tensor]:

@@ -36,6 +36,7 @@ class DoraIcmConfig:
     targets: str = "pointwise"  # what DoRA adapts: "pointwise" (conv nets) or "qkv" (ViTs)
     adapt_from: int = 3  # a conv net's first adapted block group (3, 4: the groups at 1/16)
     rank: int = 8
+    dora: bool = True  # False: LoRA (no magnitude vector), the ablation
     alpha: float = 8.0
     feat: int = 117  # task-feature channels; latent M = feat + classes
     Nz: int = 64
@@ -122,7 +123,7 @@ class Encoder(nn.Module):
     def adapt(self) -> None:
         """Inject fresh DoRA adapters (training)."""
         names = dora.targets(self.backbone, self.cfg.targets, self.cfg.adapt_from)
-        dora.inject(self.backbone, names, self.cfg.rank, self.cfg.alpha)
+        dora.inject(self.backbone, names, self.cfg.rank, self.cfg.alpha, self.cfg.dora)
 
     def train(self, mode: bool = True):
         super().train(mode)
