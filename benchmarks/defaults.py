@@ -32,7 +32,8 @@ REFERENCE = "hyperprior"
 CANDIDATES = {
     "recon": [("transtic", "benchmarks/results/photos-768x512-tic/rd.json", "icm")],
     "semseg": [("prompt-icm", "benchmarks/results/ra-semseg-prompt-icm-v2/ra.json", "icm-picm-lite0"),
-               ("transtic", "benchmarks/results/ra-semseg-transtic/ra.json", "icm-tic-hybrid")],
+               ("transtic", "benchmarks/results/ra-semseg-transtic/ra.json", "icm-tic-hybrid"),
+               ("dora-icm", "benchmarks/results/ra-semseg-dora-icm/ra.json", "icm-dora-lite0-semseg")],
     "cls": [("prompt-icm", "benchmarks/results/ra-cls-prompt-icm-v2/ra.json", "icm-picm-lite0+picm-cls-slope"),
             ("transtic", "benchmarks/results/ra-cls-transtic/ra.json", "icm-tic-hybrid")],
     "boundary": [("transtic", "benchmarks/results/ra-boundary-transtic/ra.json", "icm-tic-hybrid")],

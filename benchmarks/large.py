@@ -38,6 +38,7 @@ CONFIGS = {
     "transtic semseg": ["--method", "transtic", "--task", "semseg"],
     "prompt-icm semseg": ["--method", "prompt-icm", "--task", "semseg"],
     "prompt-icm cls": ["--method", "prompt-icm", "--task", "cls"],
+    "dora-icm semseg": ["--method", "dora-icm", "--task", "semseg"],
 }
 
 

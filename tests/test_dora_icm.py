@@ -64,12 +64,15 @@ def env(tmp_path, monkeypatch):
     return work
 
 
+TINY = ("--method", "dora-icm", "--model", "test-tiny-dora-0")
+
+
 def icm(*args):
     return CliRunner().invoke(main, list(map(str, args)))
 
 
 def test_cli_file_decodes_to_the_in_memory_output(env):
-    r = icm("encode", "a.png", "--method", "dora-icm", "--task", "semseg", "--quality", "1", "-o", "a.icm")
+    r = icm("encode", "a.png", *TINY, "--task", "semseg", "--quality", "1", "-o", "a.icm")
     assert r.exit_code == 0, r.output
     data = (env / "a.icm").read_bytes()
     c = bitstream.unpack(data)
@@ -90,15 +93,15 @@ def test_cli_file_decodes_to_the_in_memory_output(env):
 
 
 def test_a_dora_file_gives_its_task_only_and_other_tasks_are_refused(env):
-    assert icm("encode", "a.png", "--method", "dora-icm", "--task", "semseg", "-o", "a.icm").exit_code == 0
+    assert icm("encode", "a.png", *TINY, "--task", "semseg", "-o", "a.icm").exit_code == 0
     for task in ("recon", "boundary"):
         r = icm("decode", "a.icm", "--task", task, "-o", "x.png")
         assert r.exit_code == 2 and len(r.output.strip().splitlines()) == 1
         assert f"coded for semseg; it can give semseg, not {task}" in r.output
     r = icm("encode", "a.png", "--method", "dora-icm", "-o", "b.icm")  # recon
     assert r.exit_code == 2 and "does not code task recon" in r.output
-    r = icm("encode", "a.png", "--method", "dora-icm", "--task", "boundary", "-o", "b.icm")
-    assert r.exit_code == 2 and "no model" in r.output or "codes semseg, not boundary" in r.output
+    r = icm("encode", "a.png", *TINY, "--task", "boundary", "-o", "b.icm")
+    assert r.exit_code == 2 and "codes semseg, not boundary" in r.output
 
 
 def test_a_set_for_another_backbone_is_refused_with_one_line(env, tmp_path):
@@ -106,7 +109,7 @@ def test_a_set_for_another_backbone_is_refused_with_one_line(env, tmp_path):
     cfg = json.loads(cfg_path.read_text())
     cfg["backbone"]["hash"] = "0" * 32
     cfg_path.write_text(json.dumps(cfg))
-    r = icm("encode", "a.png", "--method", "dora-icm", "--task", "semseg", "-o", "a.icm")
+    r = icm("encode", "a.png", *TINY, "--task", "semseg", "-o", "a.icm")
     assert r.exit_code == 2, r.output
     assert len(r.output.strip().splitlines()) == 1 and "trained on backbone 000000000000" in r.output
     assert not (env / "a.icm").exists()
@@ -115,7 +118,7 @@ def test_a_set_for_another_backbone_is_refused_with_one_line(env, tmp_path):
 def test_a_forged_adapter_hash_is_refused(env):
     from icmcodec.bench.forge import set_field
 
-    assert icm("encode", "a.png", "--method", "dora-icm", "--task", "semseg", "-o", "a.icm").exit_code == 0
+    assert icm("encode", "a.png", *TINY, "--task", "semseg", "-o", "a.icm").exit_code == 0
     forged = set_field((env / "a.icm").read_bytes(), "adapter_hash", bytes(range(1, 17)))
     with pytest.raises((bitstream.UnknownValueError, pipeline.UsageError), match="must repeat its model_hash"):
         pipeline.decode_bytes(forged)
@@ -136,7 +139,7 @@ sys.stdout.write(np.ascontiguousarray(y).tobytes().hex()[:200000] + ' ' + str(in
 def test_both_passes_decode_to_the_same_symbols_across_threads_and_processes(env):
     rng = np.random.default_rng(5)
     Image.fromarray((rng.random((150, 200, 3)) * 255).astype(np.uint8)).save(env / "b.png")
-    assert icm("encode", "b.png", "--method", "dora-icm", "--task", "semseg", "--quality", "2",
+    assert icm("encode", "b.png", *TINY, "--task", "semseg", "--quality", "2",
                "-o", "b.icm").exit_code == 0
     outs = {subprocess.run([sys.executable, "-c", DECODE, str(env / "b.icm"), str(n)], capture_output=True,
                            text=True, env=dict(os.environ), check=True).stdout for n in (1, 2)}
@@ -150,3 +153,19 @@ def test_both_passes_decode_to_the_same_symbols_across_threads_and_processes(env
     assert outs == {np.ascontiguousarray(y).tobytes().hex()[:200000] + " " + str(int(np.abs(y).sum()))}
     # each pass is its own chunk: both carry symbols (neither is empty framing only)
     assert all(len(ch.data) > 0 for ch in c.chunks)
+
+
+def test_a_user_brought_vit_backbone_codes_through_the_cli(tmp_path, monkeypatch):
+    """DoRA on a (random, small) EVA-02's q/k/v: the same package, a config naming the backbone."""
+    from icmcodec.methods.dora_icm.tiny import TINY_EVA
+
+    folder = write_tiny_dora_model(tmp_path / "models" / "eva", seed=1, **TINY_EVA)
+    assert json.loads((folder / "config.json").read_text())["arch"]["targets"] == "qkv"
+    monkeypatch.setenv("ICM_MODEL_PATH", str(tmp_path / "models"))
+    monkeypatch.chdir(tmp_path)
+    Image.fromarray((np.random.default_rng(1).random((64, 100, 3)) * 255).astype(np.uint8)).save("v.png")
+    r = icm("encode", "v.png", "--method", "dora-icm", "--model", "test-tiny-dora-1-eva02_tiny_patch14_224",
+            "--task", "semseg", "-o", "v.icm")
+    assert r.exit_code == 0, r.output
+    assert icm("decode", "v.icm", "-o", "v.semseg.png").exit_code == 0
+    assert np.asarray(Image.open(tmp_path / "v.semseg.png")).shape == (64, 100)

@@ -178,7 +178,7 @@ def test_the_default_method_per_task_is_the_stored_measured_best():
     mod_spec.loader.exec_module(mod)
     recomputed = {k: v for k, v in mod.choose().items() if not k.startswith("_")}
     assert recomputed == default_choices()
-    assert default_method("semseg").name == "prompt-icm" and default_method("cls").name == "prompt-icm"
+    assert default_method("semseg").name == "dora-icm" and default_method("cls").name == "prompt-icm"
     for task, choice in recomputed.items():
         best = min(choice["candidates"].items(), key=lambda kv: kv[1]["bd_rate"])
         assert choice["method"] == (best[0] if best[1]["bd_rate"] < 0 else "hyperprior")

@@ -47,6 +47,16 @@ class _Dora(nn.Module):
         w = self.base_layer.weight
         return w.reshape(w.shape[0], -1)
 
+    # a model that reads ``layer.weight`` instead of calling the layer (timm's EVA attention
+    # with separate q/v biases does ``F.linear(x, self.qkv.weight, bias)``) gets W'
+    @property
+    def weight(self) -> torch.Tensor:
+        return self.merged_weight()
+
+    @property
+    def bias(self):
+        return self.base_layer.bias
+
     def merged_weight(self) -> torch.Tensor:
         """W' of the module docstring, shaped as the base layer's weight."""
         w0 = self._w0()

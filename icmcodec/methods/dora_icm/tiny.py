@@ -37,8 +37,14 @@ def tiny_dora_model(seed: int = 0, **overrides) -> DoraIcm:
     return model.eval()
 
 
-def write_tiny_dora_model(folder: str | Path, seed: int = 0) -> Path:
+# a user-brought ViT: a small EVA-02 (random), 16-pixel patches so its features are at 1/16,
+# DoRA on its attention's q/k/v projection (timm fuses them into one ``qkv``)
+TINY_EVA = dict(backbone="eva02_tiny_patch14_224", feature_index=-1, backbone_channels=192, targets="qkv",
+                backbone_args={"patch_size": 16, "img_size": 256, "dynamic_img_size": True})
+
+
+def write_tiny_dora_model(folder: str | Path, seed: int = 0, **overrides) -> Path:
     from icmcodec.methods.dora_icm.export import export_model
 
-    return export_model(tiny_dora_model(seed), Path(folder), f"test-tiny-dora-{seed}", f"seeded:{seed}",
-                        default=False)
+    name = f"test-tiny-dora-{seed}" + ("-" + overrides["backbone"] if "backbone" in overrides else "")
+    return export_model(tiny_dora_model(seed, **overrides), Path(folder), name, f"seeded:{seed}", default=False)
