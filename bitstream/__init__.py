@@ -111,7 +111,12 @@ stream; ``CONTEXT`` (6) the same two chunks, its LATENT as above. No 1.x method 
 SIDE chunk. TransTIC and Prompt-ICM name their per-task adapter in
 ``adapter_hash`` (16 zero bytes: TransTIC's plain TIC picture). A Prompt-ICM payload codes
 a backbone's stage-1 features, not a picture: its decoder gives the task of the header
-and nothing else. ``PRIVATE`` (240) is never written by icm: it is the id of a method a
+and nothing else. ``DORA_ICM`` (4) writes one HYPER and two LATENT chunks, in this order:
+the LATENT chunks are the two checkerboard passes (every channel slice's anchors, then
+every slice's other positions), each one range-coded stream of segments as ``CONTEXT``'s
+(one segment per slice); its model is one per task, so its files (never ``RECON``) name
+that model in ``model_hash`` and repeat it in ``adapter_hash``; its decoder gives the task
+of the header and nothing else. ``PRIVATE`` (240) is never written by icm: it is the id of a method a
 package outside icm registers at run time (an experiment, the test suite's own method),
 so such files decode only where that package is installed.
 
@@ -126,7 +131,7 @@ decides without new fields and every file made so far reads as before:
   at decode time ("code once for people, analyse later"); a machine-task file serves its
   task (through the network or adapter it names) and ``recon`` (the picture it decodes
   to);
-* a method that codes features or the task itself (``PROMPT_ICM``): the header's task
+* a method that codes features or the task itself (``PROMPT_ICM``, ``DORA_ICM``): the header's task
   only;
 * a method whose one stream serves several tasks (MPA, to come): every task for which an
   adapter made for its model is installed, the header's task being the default.
