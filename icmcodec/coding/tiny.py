@@ -27,3 +27,46 @@ def tiny_float_model(seed: int = 0) -> GainedHyperprior:
             elif name.startswith("entropy_bottleneck.biases"):
                 p.copy_(torch.from_numpy(rng.uniform(-0.5, 0.5, p.shape)))
     return model.eval()
+
+
+# the tiny TIC: the tiny hyperprior with 2-layer Swin blocks of window 4
+TINY_TIC = dict(window=4, depth=2, heads=2, prompt_tokens=4, generator_width=8)
+
+
+def seed_blocks(blocks, seed: int, active: bool = True) -> None:
+    """Every weight of TIC's Swin blocks from numpy's generator (torch's initialisation
+    follows its global RNG). ``active``: the zero-started output projections get seeded
+    weights (as after training), so the blocks act; otherwise they stay the identity."""
+    rng = np.random.default_rng(seed + 2000)
+    with torch.no_grad():
+        for blk in blocks:
+            for name, p in blk.named_parameters():
+                if name.startswith("proj."):
+                    v = rng.normal(0, 0.05, p.shape) if active and name.endswith("weight") else np.zeros(p.shape)
+                elif "norm" in name:
+                    v = (1.0 if name.endswith("weight") else 0.0) + rng.normal(0, 0.05, p.shape)
+                elif p.dim() > 1:
+                    v = rng.normal(0, 1 / np.sqrt(p.shape[-1]), p.shape)
+                else:
+                    v = rng.normal(0, 0.02, p.shape)
+                p.copy_(torch.from_numpy(v))
+
+
+def tiny_tic_state(seed: int = 0, active: bool = True):
+    """(config, model-file arrays) of the tiny hybrid TIC of ``seed``, built without
+    TransTIC's training code: the tiny hyperprior's exported file, renumbered around the
+    blocks, plus the seeded blocks (the arrays TransTIC's tiny model exports)."""
+    from icmcodec.coding.export import export_state, make_config
+    from icmcodec.layers.tic import TicConfig, build_tic_transforms, renumber_hyperprior_state
+    from icmcodec.layers.transforms import FixedGDN
+
+    cfg = TicConfig(**{**TINY.to_dict(), "lambdas": TINY.lambdas, **TINY_TIC})
+    state = renumber_hyperprior_state(export_state(tiny_float_model(seed)))
+    g_a, g_s = build_tic_transforms(cfg, gdn=lambda c, inverse: FixedGDN(c, inverse))
+    seed_blocks([b for _, b in g_a.blocks() + g_s.blocks()], seed, active)
+    for part, g in (("g_a", g_a), ("g_s", g_s)):
+        for i, blk in g.blocks():
+            for k, v in blk.state_dict().items():
+                state[f"float.{part}.{i}.{k}"] = v.detach().float().contiguous().numpy()
+    name = f"test-tiny-tic-{seed}" + ("" if active else "-identity")
+    return make_config(name, cfg, "transtic", default=False), state

@@ -27,26 +27,19 @@ import numpy as np
 import torch
 import torch.nn as nn
 
-from icmcodec.coding.transforms import Tiling, TransformCodec
+from icmcodec.coding.tic import TIC_TILING, TicCodec
+from icmcodec.layers.tic import TicConfig
 from icmcodec.layers.swin import SwinBlock, TaskPrompts
-from icmcodec.layers.transforms import FixedGDN, hyper_analysis
 from icmcodec.methods.base import AdapterBinding, Codec, Encoded
-from icmcodec.methods.transtic.transforms import (PromptGenerator, TransticConfig, build_tic_transforms,
-                                                  prompted_scales)
+from icmcodec.methods.transtic.transforms import PromptGenerator, prompted_scales
 
-# Each tile reads the receptive field of its layers (Swin blocks included: their windows
-# stay on the picture's grid); the prompt generator, a conv net run on the input tile,
-# reads about 31 pixels further, so tiles get 64 more, and start on a 64-pixel grid (a
-# multiple of every prompt map's scale, so a map's cut is the picture's). A tile of 512
-# reads about 1040 pixels square: at 3840x2160 the encode peaks at 1.3 GB with it and at
-# 1.5 GB with 640 (benchmarks/hostile.py)
-TRANSTIC_TILING = Tiling(analysis=512, analysis_margin=64, analysis_align=64)
+TRANSTIC_TILING = TIC_TILING  # the base's (the prompt generator's 64-pixel margin included)
 
 
 class TransticAdapter:
     """A task's prompt set, loaded: the generator and the task prompts, with identity."""
 
-    def __init__(self, config: dict, state: dict[str, np.ndarray], model_hash: bytes, arch: TransticConfig,
+    def __init__(self, config: dict, state: dict[str, np.ndarray], model_hash: bytes, arch: TicConfig,
                  g_a, g_s, device):
         self.config, self.hash = config, model_hash
         self.task = config["task"]
@@ -83,19 +76,13 @@ class _Prompted(nn.Module):
         return self.block(x, self.prompts_for(span_y, span_x))
 
 
-class TransticCodec(AdapterBinding, TransformCodec, Codec):
+class TransticCodec(AdapterBinding, TicCodec, Codec):
     """TIC (hybrid or paper layout) with an optional prompt set (:meth:`bound`): TIC's
     transforms in tiles + hyperprior(factorized z, Gaussian-conditional y)."""
 
     method = "transtic"
     produces = "picture"
-    config_cls = TransticConfig
     encoded = Encoded
-    default_tiling = TRANSTIC_TILING
-
-    def _float_transforms(self):
-        g_a, g_s = build_tic_transforms(self.arch, gdn=lambda c, inverse: FixedGDN(c, inverse))
-        return g_a, g_s, hyper_analysis(self.arch)
 
     def load_adapter(self, config: dict, state: dict[str, np.ndarray], model_hash: bytes,
                      tasknet=None) -> TransticAdapter:

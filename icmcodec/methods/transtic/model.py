@@ -33,6 +33,7 @@ import torch.nn as nn
 from icmcodec.layers.swin import TaskPrompts
 from icmcodec.coding.hyperprior_net import GainedHyperprior
 # the coding-time half lives in .transforms (no compressai); its names are this module's too
+from icmcodec.layers.tic import renumber_hyperprior_state
 from icmcodec.methods.transtic.transforms import (HYBRID_AFTER_A, HYBRID_AFTER_S, NAMED,  # noqa: F401
                                                   PromptedSequential, PromptGenerator, TransticConfig,
                                                   build_tic_transforms, prompted_scales)
@@ -86,26 +87,3 @@ def from_hyperprior(hp: GainedHyperprior, cfg: TransticConfig) -> TIC:
     if unexpected or any(not k.startswith(new_blocks) for k in missing):
         raise ValueError(f"warm start does not fit: missing {missing[:4]}, unexpected {unexpected[:4]}")
     return tic
-
-
-def renumber_hyperprior_state(state: dict) -> dict:
-    """A hyperprior's state dict with its g_a / g_s layer indices moved to the hybrid's."""
-    moved = {"g_a": _renumber(HYBRID_AFTER_A), "g_s": _renumber(HYBRID_AFTER_S)}
-    out = {}
-    for k, v in state.items():
-        part, _, rest = k.partition(".")
-        if part in moved:
-            i, _, leaf = rest.partition(".")
-            k = f"{part}.{moved[part][int(i)]}.{leaf}"
-        out[k] = v
-    return out
-
-
-def _renumber(after: tuple[int, ...], n: int = 7) -> dict[int, int]:
-    """Old index -> new index of a 7-layer transform with blocks inserted after ``after``."""
-    out, shift = {}, 0
-    for i in range(n):
-        out[i] = i + shift
-        if i in after:
-            shift += 1
-    return out

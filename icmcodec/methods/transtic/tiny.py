@@ -4,14 +4,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import numpy as np
 import torch
 
 from icmcodec.coding.export import make_config, serialize
-from icmcodec.coding.tiny import TINY, tiny_float_model
+from icmcodec.coding.tiny import TINY, TINY_TIC, seed_blocks, tiny_float_model
 from icmcodec.zoo import write_model
 
-TINY_TRANSTIC = dict(window=4, depth=2, heads=2, prompt_tokens=4, generator_width=8)
+TINY_TRANSTIC = TINY_TIC
 
 
 def tiny_transtic_model(seed: int = 0, active: bool = True):
@@ -22,20 +21,7 @@ def tiny_transtic_model(seed: int = 0, active: bool = True):
 
     cfg = TransticConfig(**{**TINY.to_dict(), "lambdas": TINY.lambdas, **TINY_TRANSTIC})
     tic = from_hyperprior(tiny_float_model(seed), cfg)
-    # every block weight from numpy's generator (torch's initialisation follows its global RNG)
-    rng = np.random.default_rng(seed + 2000)
-    with torch.no_grad():
-        for _, blk in tic.g_a.blocks() + tic.g_s.blocks():
-            for name, p in blk.named_parameters():
-                if name.startswith("proj."):
-                    v = rng.normal(0, 0.05, p.shape) if active and name.endswith("weight") else np.zeros(p.shape)
-                elif "norm" in name:
-                    v = (1.0 if name.endswith("weight") else 0.0) + rng.normal(0, 0.05, p.shape)
-                elif p.dim() > 1:
-                    v = rng.normal(0, 1 / np.sqrt(p.shape[-1]), p.shape)
-                else:
-                    v = rng.normal(0, 0.02, p.shape)
-                p.copy_(torch.from_numpy(v))
+    seed_blocks([b for _, b in tic.g_a.blocks() + tic.g_s.blocks()], seed, active)
     return tic.eval()
 
 
