@@ -185,9 +185,12 @@ def encode(inputs, out, out_dir, task, quality, model, method, task_model, bpp, 
 @click.option("--task-model", default=None,
               help="task network name or folder for a recon file decoded to a machine task (default: the "
                    "task's own); a file that names its network must be decoded with that one")
+@click.option("--strength", type=click.FloatRange(0.0, 1.0), default=None,
+              help="for methods whose decoder has a task strength (mpa): the fraction rho of tokens that take the "
+                   "task's paths, from 0 (the base's picture, exactly) to 1 (default: the path set's own)")
 @batch_options
 @DEVICE
-def decode(inputs, out, out_dir, task, task_model, shard, skip_existing, manifest, device):
+def decode(inputs, out, out_dir, task, task_model, strength, shard, skip_existing, manifest, device):
     """Decode .icm files into the task's output.
 
     INPUTS are .icm files, folders (searched recursively for *.icm) or '-' for one
@@ -247,7 +250,7 @@ def decode(inputs, out, out_dir, task, task_model, shard, skip_existing, manifes
                     return note
             codec = pipeline.codec_for(hd, device)  # cached after the first
             t0 = time.time()
-            res = pipeline.decode_bytes(data, task=task, codec=codec, tasknet=tasknet)
+            res = pipeline.decode_bytes(data, task=task, codec=codec, tasknet=tasknet, strength=strength)
             placed = output_files(job, out, out_dir, res.files(), res.task)
             outputs.write(job, placed)
         except (bitstream.BitstreamError, CorruptStreamError, pipeline.UsageError) as e:
@@ -336,12 +339,20 @@ def info(path, as_json):
     d["file_bytes"] = c.total_size
     d["bpp"] = round(bitstream.bits_per_pixel(c), 6)
     d["chunks"] = [{"type": bitstream.ChunkType(ch.type).name.lower(), "bytes": len(ch.data)} for ch in c.chunks]
+    from icmcodec.registry import method_by_id
+
+    try:  # what this installation can decode the file to (its adapters, not their weights)
+        d["tasks"] = list(method_by_id(c.header.method).serves(c.header))
+    except LookupError:
+        d["tasks"] = []
     if as_json:
         click.echo(json.dumps(d))
         return
     for k, v in d.items():
         if k == "chunks":
             v = ", ".join(f"{x['type']} {x['bytes']} B" for x in v)
+        elif k == "tasks":
+            v = ", ".join(v) or "(its method is not installed)"
         click.echo(f"{k:13s} {v}")
 
 

@@ -66,17 +66,19 @@ def encode(image: Image, *, task: str = "recon", quality: float | None = None, b
                                  tasknet=tasknet, device=device)
 
 
-def decode(data: bytes, *, task: str | None = None, task_model: str | None = None, device: str = "auto"):
+def decode(data: bytes, *, task: str | None = None, task_model: str | None = None, device: str = "auto",
+           strength: float | None = None):
     """The bytes of a ``.icm`` file -> :class:`icmcodec.pipeline.Decoded`: ``.task``,
     ``.rgb`` (the picture, when the method codes one), ``.output`` (the task output:
     class ids, probabilities, ...), ``.bpp`` and ``.files()`` (what ``icm decode``
     writes, as ``{suffix: bytes}``). ``task`` asks for another output the file serves:
     ``"recon"`` a machine-task file's picture, a machine task a recon file's (through the
-    task's default network, or ``task_model``)."""
+    task's default network, or ``task_model``). ``strength``: MPA's task strength rho
+    (0: the base's picture; default: the path set's own)."""
     from icmcodec import pipeline
 
     net = pipeline.load_tasknet(task, task_model, device=device) if task_model else None
-    return pipeline.decode_bytes(bytes(data), task=task, device=device, tasknet=net)
+    return pipeline.decode_bytes(bytes(data), task=task, device=device, tasknet=net, strength=strength)
 
 
 def analyze(image: Image, *, task: str, task_model: str | None = None, device: str = "auto",

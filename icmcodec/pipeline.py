@@ -57,7 +57,10 @@ def _codec_at(entry: zoo.ModelEntry, device: str):
     if entry.config.get("method") not in METHODS:
         raise UsageError(f"model {entry.name} is of method {entry.config.get('method')!r}, which this icm does not "
                          f"implement (methods: {', '.join(METHODS)})")
-    return _load(str(entry.path.resolve()), resolve_device(device), entry.hash())
+    try:
+        return _load(str(entry.path.resolve()), resolve_device(device), entry.hash())
+    except zoo.ModelNotFoundError as e:  # a model that needs another one (MPA's base) not installed
+        raise UsageError(str(e)) from None
 
 
 def load_codec(model: str | None = None, *, method: str | None = None, model_hash: bytes | None = None,
@@ -389,11 +392,12 @@ def codec_for(header: bitstream.Header, device: str = "auto"):
 
 
 def decode_bytes(data: bytes, *, task: str | None = None, device: str = "auto", codec=None,
-                 tasknet=None) -> Decoded:
+                 tasknet=None, strength: float | None = None) -> Decoded:
     """Complete ``.icm`` bytes -> an output. ``task`` asks a file for one of the tasks it
     serves (the codec's ``decodable_tasks``; default: the header's); for a recon file
     decoded to a machine task, ``tasknet`` chooses the network (default: the task's
-    own). Raises ``bitstream.BitstreamError`` (or ``CorruptStreamError``) for a damaged
+    own). ``strength``: the task strength of a method whose decoder has one (MPA's rho;
+    default: the adapter's recorded one). Raises ``bitstream.BitstreamError`` (or ``CorruptStreamError``) for a damaged
     file and ``UsageError`` for one this installation cannot decode."""
     c = bitstream.unpack(data)
     hd = c.header
@@ -422,12 +426,26 @@ def decode_bytes(data: bytes, *, task: str | None = None, device: str = "auto", 
     if task not in serves:
         raise UsageError(f"the file is coded for {own}; it can give {', '.join(serves)}, not {task}")
     dev = str(getattr(codec, "device", device))
+    named = found.tasknet if task == own else None  # a recon file names none: the task's default
     if found.adapter is not None:
         if codec.adapter is None or codec.adapter.hash != hd.adapter_hash:
             codec = codec.bound(_adapter_at(codec, found.adapter, own))
+    if spec.adapter and task not in (own, "recon"):
+        # a file that serves tasks beyond its own (MPA: one stream for every task): the
+        # task's installed adapter for the file's model, with the network it was made for
+        ad = load_adapter(codec, task)
+        codec = codec.bound(ad)
+        if ad.tasknet_hash is not None:
+            try:
+                named = zoo.find(task=task, model_hash=ad.tasknet_hash, kind="tasknet")
+            except zoo.ModelNotFoundError as e:
+                raise UsageError(str(e)) from None
+    try:
+        codec = codec.for_task(task, strength)
+    except ValueError as e:
+        raise UsageError(str(e)) from None
     net = None
     if task != "recon" and codec.produces == "picture":
-        named = found.tasknet if task == own else None  # a recon file names none: the task's default
         if tasknet is not None:
             if named is not None and tasknet.hash != named.hash():
                 raise UsageError("the file was made for another task network than the one given")

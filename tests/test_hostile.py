@@ -263,7 +263,8 @@ from conftest import slow_icm, write_tiny_tasknet  # noqa: E402
 # (method, task) of the files below: every method, recon where it codes a picture and a
 # machine task through its task network or adapter
 SPEC_FILES = [("hyperprior", "recon"), ("hyperprior", "semseg"), ("context", "recon"), ("context", "semseg"),
-              ("transtic", "recon"), ("transtic", "semseg"), ("prompt-icm", "semseg"), ("dora-icm", "semseg")]
+              ("transtic", "recon"), ("transtic", "semseg"), ("prompt-icm", "semseg"), ("dora-icm", "semseg"),
+              ("mpa", "recon"), ("mpa", "semseg")]
 
 
 @pytest.fixture(scope="module")
@@ -272,6 +273,7 @@ def spec_models(tmp_path_factory):
     method: the model folder (for ICM_MODEL_PATH) and one valid file per SPEC_FILES entry."""
     from icmcodec.methods.context.tiny import write_tiny_context_model
     from icmcodec.methods.dora_icm.tiny import write_tiny_dora_model
+    from icmcodec.methods.mpa.tiny import write_tiny_mpa_adapter, write_tiny_mpa_model
     from icmcodec.methods.prompt_icm.tiny import write_tiny_prompt_icm_model, write_tiny_prompt_icm_adapter
     from icmcodec.methods.transtic.tiny import write_tiny_transtic_adapter, write_tiny_transtic_model
 
@@ -279,9 +281,11 @@ def spec_models(tmp_path_factory):
     net = models / "tiny-semseg"
     write_tiny_tasknet(net, "semseg", name="tiny-semseg")
     names = {"hyperprior": str(GOLDEN / "tiny"), "context": "spec-context", "transtic": "spec-transtic",
-             "prompt-icm": "spec-picm", "dora-icm": "spec-dora"}
+             "prompt-icm": "spec-picm", "dora-icm": "spec-dora", "mpa": "spec-mpa"}
     write_tiny_context_model(models / "spec-context")
     write_tiny_dora_model(models / "spec-dora")
+    write_tiny_mpa_model(models / "spec-mpa")
+    write_tiny_mpa_adapter(models / "spec-mpa-semseg", models / "spec-mpa", net, "semseg")
     write_tiny_transtic_model(models / "spec-transtic")
     write_tiny_prompt_icm_model(models / "spec-picm")
     write_tiny_transtic_adapter(models / "spec-transtic-semseg", models / "spec-transtic", net, "semseg")

@@ -237,6 +237,9 @@ def main(argv=None) -> None:
                         "the task network on its reconstruction (TransTIC's 'TIC without prompts'), "
                         "curve icm-<model>+none")
     p.add_argument("--qualities", default=None, help="comma-separated icm qualities (default: 9 over the range)")
+    p.add_argument("--strength", default=None,
+                   help="comma-separated decode-time strengths for methods that have one (MPA's rho): every file "
+                        "is decoded at each, one curve per strength, icm-<model>~rho<S> (0: the base's picture)")
     p.add_argument("--anchors", default="jpeg,webp,avif,heic,jxl", help="comma-separated anchors, or 'none'")
     p.add_argument("--curves-from", type=Path, metavar="RA_JSON",
                    help="add the curves of an earlier run's ra.json (same task, split and network) instead of "
@@ -277,6 +280,9 @@ def _run(a) -> None:
             c = c.bound(pipeline.load_adapter(c, spec.name, name=a.adapter))
             label += f"+{a.adapter}"
         codecs[label] = (c, icm_qualities(c, a.qualities))
+    strengths = [None] if a.strength is None else [float(v) for v in a.strength.split(",")]
+    # one curve per (codec, strength): the file is encoded once, decoded at each strength
+    decodes = {(m if s is None else f"{m}~rho{s:g}"): (m, s) for m in codecs for s in strengths}
     # with no adapter, a file is the base's picture ("recon": the header's task and
     # adapter fields have the same size, so the rate is the same) and the network runs
     # on the decoded picture (a recon file decoded to the task: the network given runs)
@@ -288,7 +294,7 @@ def _run(a) -> None:
     kw = {"thresholds": a.thresholds} if spec.name == "boundary" else {}
     new_metric = lambda: spec.metric(net.labels, **kw)  # noqa: E731
     clean = new_metric()
-    curves = {(m, q): Curve(new_metric()) for m, (_, qs) in codecs.items() for q in qs}
+    curves = {(d, q): Curve(new_metric()) for d, (m, _) in decodes.items() for q in codecs[m][1]}
     curves.update({(n, q): Curve(new_metric()) for n, x in anchors.items() for q in x.qualities})
     settings = {"task": spec.name, "split": a.split, "samples": [s.name for s in samples],
                 "tasknet_hash": net.hash.hex(), "model_hashes": {m: c.model_hash.hex() for m, (c, _) in codecs.items()}, "curves": [f"{n}@{q}" for n, q in curves],
@@ -316,9 +322,10 @@ def _run(a) -> None:
         for m, (codec, qualities) in codecs.items():
             for q in qualities:
                 data = pipeline.encode_image(rgb, task=coded_task, quality=q, codec=codec, tasknet=net)
-                res = pipeline.decode_bytes(data, task=spec.name, codec=codec, tasknet=net)
-                rec["curves"][f"{m}@{q}"] = {"bpp": 8 * len(data) / px,
-                                             "totals": one_picture(new_metric, res.output, label)}
+                for d, (_, strength) in ((d, v) for d, v in decodes.items() if v[0] == m):
+                    res = pipeline.decode_bytes(data, task=spec.name, codec=codec, tasknet=net, strength=strength)
+                    rec["curves"][f"{d}@{q}"] = {"bpp": 8 * len(data) / px,
+                                                 "totals": one_picture(new_metric, res.output, label)}
         for n, anchor in anchors.items():
             for q in anchor.qualities:
                 data = anchor.encode(rgb, q)

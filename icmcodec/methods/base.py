@@ -24,6 +24,7 @@ import numpy as np
 
 import bitstream
 from icmcodec.exact import EXTRAPOLATE_LEVELS
+from icmcodec.methods.spec import default_serves
 
 
 @dataclass
@@ -73,15 +74,17 @@ class Codec:
 
     def decodable_tasks(self, header: bitstream.Header) -> tuple[str, ...]:
         """The outputs a file of this method can give, its own task first (the spec's
-        "tasks a file serves"): a picture method's recon file every task (a machine task
-        through the task's default network), its machine-task file its task and recon;
-        a method that codes features or the task, its own task only."""
-        own = header.task.name.lower()
-        if self.produces != "picture":
-            return (own,)
-        if header.task == bitstream.TaskTag.RECON:
-            return tuple(t.name.lower() for t in bitstream.TaskTag)
-        return (own, "recon")
+        "tasks a file serves", :func:`icmcodec.methods.spec.default_serves`; a method with
+        another rule overrides this and declares its ``serves``)."""
+        return default_serves(self.produces, header)
+
+    def for_task(self, task: str, strength: float | None = None) -> "Codec":
+        """This codec set up to decode a file to ``task`` (after its adapter is bound).
+        ``strength``: a method whose decoder has a task strength (MPA's rho) takes it;
+        the others refuse one."""
+        if strength is not None:
+            raise ValueError(f"method {self.method} has no decode-time strength")
+        return self
 
     @property
     def quality_range(self) -> tuple[float, float]:

@@ -17,6 +17,7 @@ The code references a method declares (relative ``".codec:X"`` is inside its pac
 | ``model`` / ``config`` | the trainable network's and its config's classes | generic trainer |
 | ``tiny`` | ``write(folder, seed=0) -> Path``: a tiny seeded model folder (tests) | yes |
 | ``tiny_adapter`` | ``write(folder, base_folder, tasknet_folder, task) -> Path`` | with adapters |
+| ``serves`` | ``(header) -> tuple[str, ...]``: the tasks a file can give, torch-free | when not the default rule |
 """
 from __future__ import annotations
 
@@ -63,6 +64,14 @@ class MethodSpec:
             return "adapter"
         return "tasknet" if self.produces == "picture" else "codec"
 
+    def serves(self, header) -> tuple[str, ...]:
+        """The outputs a file of this method can give, its own task first (the spec's
+        "tasks a file serves"), without loading a model: the method's ``serves`` if it
+        declares one, else :func:`default_serves`."""
+        if "serves" in self.code:
+            return tuple(self.load("serves")(header))
+        return default_serves(self.produces, header)
+
     def ref(self, what: str) -> str:
         """The ``module:attr`` registered as ``what``, made absolute."""
         try:
@@ -94,6 +103,18 @@ class MethodSpec:
         """Whether a model file's tensor ``key`` is a learned parameter (not a table, a
         statistic or an integer twin of another tensor)."""
         return counts_as_parameter(key, self.param_prefixes)
+
+
+def default_serves(produces: str, header) -> tuple[str, ...]:
+    """The default rule: a picture method's recon file serves every task (a machine task
+    through the task's default network), its machine-task file its task and recon; a
+    method that codes features or the task, its own task only."""
+    own = header.task.name.lower()
+    if produces != "picture":
+        return (own,)
+    if header.task == TaskTag.RECON:
+        return tuple(t.name.lower() for t in TaskTag)
+    return (own, "recon")
 
 
 def counts_as_parameter(key: str, prefixes: tuple[str, ...] = ()) -> bool:
