@@ -58,23 +58,22 @@ def test_at_rho_0_the_wrapped_mlp_is_the_main_path_exactly():
         torch.testing.assert_close(mp.MultiPathMlp(main_mlp, path, 1.0)(t), main_mlp(t) + path.side(t))
 
 
-def test_inference_masks_are_per_token_and_training_masks_average_rho():
+def test_masks_are_per_token_and_training_uses_the_coding_time_choice():
     torch.manual_seed(1)
-    path = mp.TaskPath(8, 4)  # untrained: the predictor's last layer is zero, score 0
-    wrapped = mp.MultiPathMlp(torch.nn.Identity(), path, 0.3)
-    t = torch.randn(4, 64, 64, 8)
-    for rho in (0.2, 0.5, 0.8):
-        wrapped.rho = rho
-        wrapped(t)  # grad mode: logistic noise, selected with probability sigmoid(0 + logit(rho)) = rho
-        assert abs(float(wrapped.last_mask.detach().mean()) - rho) < 0.02
-    # the coding-time rule depends on each token alone: a token's choice is the same in any crop
+    path = mp.TaskPath(8, 4)
     torch.nn.init.normal_(path.predictor.fc2.weight)
+    wrapped = mp.MultiPathMlp(torch.nn.Identity(), path, 0.5)
+    t = torch.randn(4, 64, 64, 8)
     with torch.no_grad():
-        wrapped.rho = 0.5
         wrapped(t)
         whole = wrapped.last_mask.clone()
+        # the choice depends on each token alone: a token's choice is the same in any crop (tiles)
         wrapped(t[:, 10:30, 5:40])
         assert torch.equal(wrapped.last_mask, whole[:, 10:30, 5:40])
+    out = wrapped(t)  # training: the same hard choice, the sigmoid's gradient straight through
+    assert torch.equal(wrapped.last_mask.detach().bool(), whole)
+    mp.ratio_loss(wrapped, 0.5).backward()
+    assert path.predictor.fc2.weight.grad is not None and out.shape == t.shape
 
 
 def test_the_copy_with_paths_shares_the_base_weights_and_leaves_it_untouched(env, tmp_path):

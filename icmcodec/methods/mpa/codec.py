@@ -24,6 +24,7 @@ import torch
 import bitstream
 from icmcodec import zoo
 from icmcodec.coding.tic import TicCodec
+from icmcodec.exact import ACT_FRAC
 from icmcodec.methods.base import AdapterBinding, Codec, Encoded
 from icmcodec.methods.mpa.paths import PathSet, mlp_names, with_paths
 from icmcodec.methods.mpa.serves import served_tasks
@@ -107,6 +108,14 @@ class MpaCodec(AdapterBinding, TicCodec, Codec):
             out.adapter = None
         out.strength = strength
         return out
+
+    def y_hat(self, z_bytes: bytes, y_bytes: bytes, coded_size, quality: float) -> np.ndarray:
+        """The latents g_s receives for a file's chunks (M x h x w float32), as decoding
+        computes them: what path sets train on and benchmarks feed g_s."""
+        dec = self.decode_symbols(z_bytes, y_bytes, coded_size, quality)[1:]
+        y_sym, mean_fp, lg = self.hyperprior.y.reconstruction(dec)
+        gain = np.exp2(lg / (1 << ACT_FRAC))[:, None, None]
+        return ((y_sym + mean_fp / (1 << ACT_FRAC)) / gain).astype(np.float32)
 
     @property
     def rho(self) -> float:

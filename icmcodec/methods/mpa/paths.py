@@ -15,11 +15,14 @@ untouched) in a :class:`MultiPathMlp`:
   paper trains separate side MLPs from scratch on GPUs; starting from the main path is
   what a few hundred CPU steps can afford.)
 
-Training (:meth:`MultiPathMlp.forward` with grad on) draws the mask with logistic noise,
-``M = 1[s + logit(rho) + noise > 0]`` with a straight-through gradient of its sigmoid,
-so an unbiased predictor (s = 0) selects rho of the tokens in expectation; the ratio loss
-``(rho - mean M)^2`` per layer (the paper's eq. 4) keeps the selection near rho while the
-predictor learns which tokens the task needs.
+Training (:meth:`MultiPathMlp.forward` with grad on) uses the same choice,
+``M = 1[s + logit(rho) > 0]``, with the gradient of ``sigmoid(s + logit(rho))`` passed
+straight through; the ratio loss ``(rho - mean M)^2`` per layer (the paper's eq. 4), with
+rho drawn over its range, makes the predictor spread its scores so that every rho
+selects about rho of the tokens, the ones the task needs most. (A first run drew the
+mask with logistic noise instead, as DynamicViT does: the selected fraction matched rho
+in training, but at coding time, without the noise, its scores all sat near 0 and rho
+0.25 selected nothing: the rule must be the one decoding uses.)
 """
 from __future__ import annotations
 
@@ -88,9 +91,9 @@ class MultiPathMlp(nn.Module):
             return out
         score = self.path.predictor(t) + rho_logit(self.rho)
         if torch.is_grad_enabled():
-            u = torch.rand_like(score).clamp(1e-6, 1 - 1e-6)
-            soft = torch.sigmoid(score + torch.log(u) - torch.log1p(-u))
-            mask = (soft > 0.5).to(soft.dtype) + soft - soft.detach()
+            # training: the coding-time choice, with the gradient of its sigmoid (straight through)
+            soft = torch.sigmoid(score)
+            mask = (score > 0).to(soft.dtype) + soft - soft.detach()
             self.last_mask = mask
             return out + mask[..., None] * self.path.side(t)
         mask = score > 0

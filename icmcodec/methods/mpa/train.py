@@ -28,8 +28,8 @@ import torch
 import torch.nn.functional as F
 
 from icmcodec import zoo
-from icmcodec.exact import ACT_FRAC
 from icmcodec.methods.mpa.paths import PathSet, ratio_loss, with_paths, wrapped
+from icmcodec.tasks.features import perceptual_distance, task_features
 from icmcodec.training import Run, add_device_arg, lr_at, pick_device, set_lr
 
 
@@ -51,6 +51,9 @@ def parse_args(argv=None):
     p.add_argument("--rho", default="0.2,1.0", help="strength range drawn per step")
     p.add_argument("--distortion", type=float, default=10.0, help="weight of the MSE to the crop")
     p.add_argument("--ratio", type=float, default=2.0, help="weight of the ratio loss")
+    p.add_argument("--features", type=float, default=0.0,
+                   help="weight of the feature distance: the task network's features on the decoded crop against "
+                        "those on the crop (TransTIC's perceptual loss), beside the label loss")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=0)
     add_device_arg(p)
@@ -87,10 +90,7 @@ def decoded_latents(codec, x: torch.Tensor, qualities: np.ndarray) -> torch.Tens
     out = []
     for an, q in zip(codec.analyse_batch(rgbs), qualities):
         enc = codec.code(an, float(q))
-        dec = codec.decode_symbols(enc.chunks[0].data, enc.chunks[1].data, an.coded_size, float(q))[1:]
-        y_sym, mean_fp, lg = codec.hyperprior.y.reconstruction(dec)
-        gain = np.exp2(lg / (1 << ACT_FRAC))[:, None, None]
-        out.append(((y_sym + mean_fp / (1 << ACT_FRAC)) / gain).astype(np.float32))
+        out.append(codec.y_hat(enc.chunks[0].data, enc.chunks[1].data, an.coded_size, float(q)))
     return torch.from_numpy(np.stack(out))
 
 
@@ -108,7 +108,7 @@ def export(run: Path, out: Path, name: str | None, strength: float | None, defau
     h = write_paths(paths, out, name=name or out.name, task=cfg["task"], mpa_hash=codec.model_hash,
                     tasknet_hash=bytes.fromhex(cfg["tasknet_hash"]), hidden=cfg["hidden"], strength=s,
                     default=default, train_step=ck["step"], train={k: cfg[k] for k in (
-                        "data", "steps", "batch", "crop", "lr", "rho", "distortion", "ratio", "seed")})
+                        "data", "steps", "batch", "crop", "lr", "rho", "distortion", "ratio", "features", "seed") if k in cfg})
     print(f"exported step {ck['step']} to {out} (hash {h.hex()}, strength {s:g})")
 
 
@@ -135,7 +135,7 @@ def main(argv=None) -> None:
         if a.task == "recon":
             raise SystemExit("error: recon is the base's main path; path sets are for machine tasks")
         cfg = {k: getattr(a, k) for k in ("task", "task_model", "data", "split", "steps", "batch", "crop", "scale",
-                                          "lr", "hidden", "rho", "distortion", "ratio", "seed")}
+                                          "lr", "hidden", "rho", "distortion", "ratio", "features", "seed")}
         cfg["model"] = a.model
     if cfg["crop"] % 64:
         raise SystemExit(f"error: --crop {cfg['crop']}: a multiple of 64")
@@ -185,6 +185,10 @@ def main(argv=None) -> None:
         mse = F.mse_loss(x_hat, x)
         l_ratio = ratio_loss(g, rho)
         loss = l_task + cfg["distortion"] * mse + cfg["ratio"] * l_ratio
+        if cfg.get("features"):
+            with torch.no_grad():
+                ref = task_features(model, x)
+            loss = loss + cfg["features"] * perceptual_distance(model, x_hat, ref).mean()
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(paths.parameters(), 1.0)
