@@ -79,14 +79,32 @@ def test_top1_depth_normal_saliency():
     p[0, 1] = [1, 0, 0]  # 90 degrees off
     assert M.mean_angular_error(p, n) == pytest.approx(45.0)
     assert M.mean_angular_error(n * 5, n) == pytest.approx(0.0, abs=1e-6)
+
+
+def test_saliency_max_f_and_mae_by_hand():
+    g = np.zeros((4, 4), bool)
+    g[:2] = True
     s = M.SaliencyMaxF()
-    g = np.zeros((8, 8), bool)
-    g[:4] = True
-    s.update(g.astype(float), g)
+    s.update(g.astype(float), g)  # perfect
+    assert s.value() == pytest.approx(1.0) and s.mae() == 0.0
+    s = M.SaliencyMaxF()
+    s.update(np.zeros((4, 4)), g)  # all zero: only threshold 0 predicts anything (all), P = 1/2, R = 1
+    assert s.value() == pytest.approx(1.3 * 0.5 / (0.3 * 0.5 + 1)) and s.mae() == pytest.approx(0.5)
+    # 8-bit then min-max stretched: 0.5 -> 128/255; thresholds 1..128 take both salient pixels
+    s = M.SaliencyMaxF()
+    s.update(np.array([[1.0, 0.5], [0.0, 0.0]]), np.array([[1, 1], [0, 0]]))
     assert s.value() == pytest.approx(1.0)
+    assert s.curve()[0] == pytest.approx(1.3 * 0.5 / (0.3 + 0.5))  # t = 255: one of two salient pixels
+    assert s.mae() == pytest.approx((1 - 128 / 255) / 4)
+    # the dataset curve is the mean of the pictures' curves (not pooled counts)
     s = M.SaliencyMaxF()
-    s.update(np.zeros((8, 8)), g)
-    assert s.value() == 0.0
+    s.update(g.astype(float), g)
+    q = np.zeros((4, 4), bool)
+    q[0] = True
+    s.update(np.zeros((4, 4)), q)
+    assert s.value() == pytest.approx(0.5)  # thresholds 1..255: (1 + 0) / 2
+    assert s.curve()[-1] == pytest.approx((1.3 * 0.5 / 1.15 + 1.3 * 0.25 / 1.075) / 2)
+    assert s.mae() == pytest.approx(0.125)
 
 
 def open_png(data):

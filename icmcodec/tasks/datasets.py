@@ -10,7 +10,7 @@ Each loader takes a dataset root and a split and yields :class:`Sample` objects 
 | cls | ``SPLIT/<class>/<image>`` (Caltech-101 and any ImageFolder) | class index into sorted class names |
 | depth | ``SPLIT/images/<stem>.*``, ``SPLIT/depth/<stem>.png`` (16-bit, millimetres; 0 = none; NYUD-v2 exported so) | H x W float64 metres |
 | normal | ``SPLIT/images/<stem>.*``, ``SPLIT/normals/<stem>.png`` (8-bit RGB, ``(n+1)/2*255``; black = none) | H x W x 3 float64 unit vectors (zeros = none) |
-| saliency | ``SPLIT/images/<stem>.*``, ``SPLIT/saliency/<stem>.png`` (8-bit, > 127 salient; PASCAL-Context / PASCAL-S exported so) | H x W bool |
+| saliency | ``SPLIT/images/<stem>.*``, ``SPLIT/saliency/<stem>.png`` (8-bit, > 127 salient; PASCAL-Context / PASCAL-S exported so); or SOD's: masks ``SPLIT/<id>.png`` with the pictures in ``../bsds500/images/SPLIT/`` | H x W bool |
 
 Missing folders or unmatched stems raise ``DatasetError`` with the path that is missing.
 """
@@ -127,5 +127,15 @@ def normal_folder(root: str | Path, split: str) -> list[Sample]:
 
 
 def saliency_folder(root: str | Path, split: str) -> list[Sample]:
-    return [Sample(stem, img, np.asarray(Image.open(lab).convert("L")) > 127)
-            for stem, img, lab in _paired(Path(root), split, "saliency")]
+    root = Path(root)
+    if (root / split / "images").is_dir() or not (root / split).is_dir():
+        pairs = list(_paired(root, split, "saliency"))
+    else:  # SOD: masks only, for BSDS500 pictures found beside the dataset
+        pictures = _images(root.parent / "bsds500" / "images" / split)
+        masks = sorted(p for p in (root / split).iterdir() if p.suffix.lower() == ".png")
+        missing = [m.stem for m in masks if m.stem not in pictures]
+        if missing:
+            raise DatasetError(f"missing: {root.parent / 'bsds500' / 'images' / split / missing[0]}.jpg "
+                               f"(and {len(missing) - 1} more SOD pictures)")
+        pairs = [(m.stem, pictures[m.stem], m) for m in masks]
+    return [Sample(stem, img, np.asarray(Image.open(lab).convert("L")) > 127) for stem, img, lab in pairs]

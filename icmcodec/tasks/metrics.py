@@ -10,8 +10,9 @@
   correct if it matches any annotator, recall counts every annotator's pixels. Counts
   are summed over the dataset and the best F over thresholds is reported.
 * ``top1``, ``depth_errors`` (RMSE and AbsRel over valid pixels), ``mean_angular_error``
-  (degrees, surface normals) and ``SaliencyMaxF`` (max F-beta, beta^2 = 0.3, over 255
-  thresholds, as in the saliency literature).
+  (degrees, surface normals) and ``SaliencyMaxF`` (max F-beta, beta^2 = 0.3, over 256
+  thresholds on the mean of the pictures' F curves, and MAE, as the saliency
+  literature's evaluation code computes them).
 """
 from __future__ import annotations
 
@@ -230,30 +231,51 @@ def mean_angular_error(pred: np.ndarray, gt: np.ndarray, valid: np.ndarray | Non
 
 
 class SaliencyMaxF:
-    """Max F-beta over 255 thresholds, counts summed over the dataset (beta^2 = 0.3)."""
+    """Max F-beta (beta^2 = 0.3) and MAE of saliency maps, computed as the saliency
+    literature's evaluation code does (Achanta et al. 2009's F-measure as in the MATLAB
+    toolboxes and ``py_sod_metrics``' ``Fmeasure`` and ``MAE``):
 
-    TOTALS = ("tp", "pp", "gp")
+    * each prediction is the 8-bit map ``icm`` writes (``round(255 p)``), read back as
+      ``im2double`` + ``mapminmax`` (divided by 255, then stretched to [0, 1] unless
+      constant) and cut to 8 bits again; the ground truth is ``> 0.5`` (``> 128`` of 255);
+    * per picture, precision and recall of ``pred >= t`` for the 256 thresholds t = 0..255
+      (an empty prediction counts precision 0), and F = (1 + b) P R / (b P + R);
+    * the dataset-level curve is the mean of the pictures' F curves; max-F is its maximum;
+    * MAE is the mean over pictures of the mean |pred - gt| (pred after ``mapminmax``).
+    """
+
+    TOTALS = ("f_sum", "mae_sum", "n")
 
     def __init__(self, beta2: float = 0.3):
         self.beta2 = beta2
-        self.tp = np.zeros(255)
-        self.pp = np.zeros(255)
-        self.gp = 0.0
+        self.f_sum = np.zeros(256)
+        self.mae_sum = 0.0
+        self.n = 0
 
     def update(self, sal: np.ndarray, gt: np.ndarray) -> None:
-        s = np.clip(np.asarray(sal, dtype=np.float64), 0, 1)
-        g = np.asarray(gt) > 0.5 if np.asarray(gt).dtype != bool else np.asarray(gt)
-        t = np.arange(1, 256) / 256.0
-        hist_pos = np.histogram(s[g], bins=np.concatenate([[-1], t, [2]]))[0]
-        hist_all = np.histogram(s, bins=np.concatenate([[-1], t, [2]]))[0]
-        # predictions >= t[k]: counts in bins k+1.. (reverse cumulative)
-        self.tp += np.cumsum(hist_pos[::-1])[::-1][1:]
-        self.pp += np.cumsum(hist_all[::-1])[::-1][1:]
-        self.gp += float(g.sum())
+        g = np.asarray(gt)
+        g = g if g.dtype == bool else g > 0.5
+        p8 = np.round(np.clip(np.asarray(sal, dtype=np.float64), 0, 1) * 255)  # the written PNG
+        p = p8 / 255
+        if p.max() != p.min():
+            p = (p - p.min()) / (p.max() - p.min())
+        q = (p * 255).astype(np.uint8)
+        bins = np.arange(257)
+        fg = np.cumsum(np.histogram(q[g], bins=bins)[0][::-1])  # pixels >= 255, >= 254, ...
+        bg = np.cumsum(np.histogram(q[~g], bins=bins)[0][::-1])
+        tp, pp = fg.astype(np.float64), np.maximum(fg + bg, 1).astype(np.float64)
+        prec, rec = tp / pp, tp / max(int(g.sum()), 1)
+        num = (1 + self.beta2) * prec * rec
+        self.f_sum += num / np.where(num == 0, 1, self.beta2 * prec + rec)
+        self.mae_sum += float(np.abs(p - g).mean())
+        self.n += 1
+
+    def curve(self) -> np.ndarray:
+        """The dataset-level F curve, thresholds 255 down to 0."""
+        return self.f_sum / max(self.n, 1)
 
     def value(self) -> float:
-        p = np.divide(self.tp, self.pp, out=np.zeros_like(self.tp), where=self.pp > 0)
-        r = self.tp / self.gp if self.gp > 0 else np.zeros_like(self.tp)
-        f = np.divide((1 + self.beta2) * p * r, self.beta2 * p + r, out=np.zeros_like(p), where=(self.beta2 * p + r) > 0)
-        return float(f.max())
+        return float(self.curve().max()) if self.n else float("nan")
 
+    def mae(self) -> float:
+        return self.mae_sum / self.n if self.n else float("nan")
