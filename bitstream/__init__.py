@@ -116,7 +116,12 @@ the LATENT chunks are the two checkerboard passes (every channel slice's anchors
 every slice's other positions), each one range-coded stream of segments as ``CONTEXT``'s
 (one segment per slice); its model is one per task, so its files (never ``RECON``) name
 that model in ``model_hash`` and repeat it in ``adapter_hash``; its decoder gives the task
-of the header and nothing else. ``PRIVATE`` (240) is never written by icm: it is the id of a method a
+of the header and nothing else. ``MPA`` (5) writes one HYPER and one LATENT chunk, the
+base TIC model's stream exactly (its encoder is the base's); ``model_hash`` names the MPA
+model, a binding whose weights file holds the base's hash; a machine-task file's
+``adapter_hash`` names the path set of the header's task (its default output), a
+``RECON`` file's is 16 zero bytes; the coded stream is the same whatever the header's
+task. ``PRIVATE`` (240) is never written by icm: it is the id of a method a
 package outside icm registers at run time (an experiment, the test suite's own method),
 so such files decode only where that package is installed.
 
@@ -133,8 +138,10 @@ decides without new fields and every file made so far reads as before:
   to);
 * a method that codes features or the task itself (``PROMPT_ICM``, ``DORA_ICM``): the header's task
   only;
-* a method whose one stream serves several tasks (MPA, to come): every task for which an
-  adapter made for its model is installed, the header's task being the default.
+* a method whose one stream serves several tasks (``MPA``): the header's task, ``recon``
+  (the base's picture) and every task for which a path set made for its model is
+  installed, sets installed after the file was made included; the header's task is the
+  default. ``icm info`` lists them.
 
 The enums below are frozen: every value is explicit, none is ever derived from list
 order, and a retired value is never reused.

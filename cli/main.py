@@ -418,6 +418,12 @@ def models(as_json):
                        f"{r['bytes']:9d}{cv}")
     click.echo("\ndefault method per task (icm encode --task T; the measured best, icmcodec/default_methods.json):")
     click.echo("  " + ", ".join(f"{t} {m}" for t, m in defaults.items()))
+    have = {r["task"] for r in rows if r["kind"] == "tasknet"}
+    missing = [t for t in TASK_NAMES if t != "recon" and t not in have]
+    if missing:
+        click.echo(f"\nno task network is installed for {', '.join(missing)}: a network trained elsewhere "
+                   "installs as a model folder on ICM_MODEL_PATH (config.json naming the task, a timm backbone "
+                   "and a head, plus model.safetensors; README, 'Bring your own task network')")
 
 
 if __name__ == "__main__":

@@ -52,6 +52,10 @@ PRETRAINED_DEFAULTS = {
                    backbone_args={"out_indices": [1, 2, 3, 4]}, head={"dim": 128}),
     "boundary": dict(crop=320, batch=8, lr=1e-3, steps=1500, input={"scale": 1.0}, backbone_lr=0.1,
                      backbone_args={"out_indices": [0, 1, 2, 3, 4]}, head={"dim": 64, "detail": True}),
+    # SOD: 200 BSDS pictures (481x321); whole objects, so the 4x..32x stages and a light
+    # full-resolution detail branch for their outlines
+    "saliency": dict(crop=320, batch=8, lr=1e-3, steps=1000, input={"scale": 1.0}, backbone_lr=0.1,
+                     backbone_args={"out_indices": [1, 2, 3, 4]}, head={"dim": 64, "detail": True}),
 }
 
 
