@@ -35,7 +35,8 @@ CANDIDATES = {
                ("transtic", "benchmarks/results/ra-semseg-transtic/ra.json", "icm-tic-hybrid"),
                ("dora-icm", "benchmarks/results/ra-semseg-dora-icm/ra.json", "icm-dora-lite0-semseg")],
     "cls": [("prompt-icm", "benchmarks/results/ra-cls-prompt-icm-v2/ra.json", "icm-picm-lite0+picm-cls-slope"),
-            ("transtic", "benchmarks/results/ra-cls-transtic/ra.json", "icm-tic-hybrid")],
+            ("transtic", "benchmarks/results/ra-cls-transtic/ra.json", "icm-tic-hybrid"),
+            ("mpa", "benchmarks/results/ra-cls-mpa/ra.json", "icm-mpa-tic-hybrid~rho1")],
     "boundary": [("transtic", "benchmarks/results/ra-boundary-transtic/ra.json", "icm-tic-hybrid")],
 }
 # recon's reference: hp-base's rate-distortion on the same 8 val photos (its shipped hash)

@@ -39,7 +39,7 @@ CONFIGS = {
     "prompt-icm semseg": ["--method", "prompt-icm", "--task", "semseg"],
     "prompt-icm cls": ["--method", "prompt-icm", "--task", "cls"],
     "dora-icm semseg": ["--method", "dora-icm", "--task", "semseg"],
-    "mpa semseg": ["--method", "mpa", "--task", "semseg"],
+    "mpa cls": ["--method", "mpa", "--task", "cls"],
 }
 
 
