@@ -430,7 +430,7 @@ def decode_bytes(data: bytes, *, task: str | None = None, device: str = "auto", 
     if found.adapter is not None:
         if codec.adapter is None or codec.adapter.hash != hd.adapter_hash:
             codec = codec.bound(_adapter_at(codec, found.adapter, own))
-    if spec.adapter and task not in (own, "recon"):
+    if codec.adapters_serve_tasks and task not in (own, "recon"):
         # a file that serves tasks beyond its own (MPA: one stream for every task): the
         # task's installed adapter for the file's model, with the network it was made for
         ad = load_adapter(codec, task)

@@ -56,6 +56,10 @@ def test_method_round_trips_through_files_and_the_cli(env, method):
     assert hd.method == METHODS[method].method_id
     assert icm("decode", "r.icm", "-o", "r.png").exit_code == 0
     assert Image.open(env / "r.png").size == (72, 48)
+    # a recon file decodes to a machine task too (the task's network on the picture; MPA: its path set)
+    r = icm("decode", "r.icm", "--task", "semseg", "--out-dir", "rs")
+    assert r.exit_code == 0, r.output
+    assert (env / "rs" / "r.semseg.png").exists()
     # a machine task: the file names the task network; decode runs it; --task recon gives the picture
     r = icm("encode", "a.png", "--method", method, "--model", name, "--task", "semseg", "--task-model",
             "tiny-semseg", "-o", "s.icm")

@@ -48,6 +48,10 @@ class Codec:
         self.config = config
         self.model_hash = model_hash
 
+    # a file serves tasks beyond its own through their installed adapters (MPA: one stream,
+    # a path set per task), not through the task's default network on its picture
+    adapters_serve_tasks = False
+
     # the per-task adapter bound on (see ``MethodSpec.adapter``: a prompt set, DoRA
     # weights, a path set ...), or None; :meth:`bound` gives a copy with one on
     adapter = None

@@ -80,6 +80,7 @@ class MpaCodec(AdapterBinding, TicCodec, Codec):
     produces = "picture"
     encoded = Encoded
     strength: float | None = None  # rho of the bound path set (None: the set's own)
+    adapters_serve_tasks = True
 
     def __init__(self, config: dict, state: dict[str, np.ndarray], model_hash: bytes, device="cpu"):
         base = base_of(config, state)
