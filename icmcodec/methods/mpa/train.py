@@ -71,7 +71,7 @@ def load_mpa(name: str | None, device):
     from icmcodec.methods.mpa.codec import MpaCodec
 
     try:
-        entry = zoo.find(name, method=None if name else "mpa") if name else zoo.find(method="mpa")
+        entry = zoo.find(name) if name else zoo.find(method="mpa")
     except zoo.ModelNotFoundError as e:
         raise SystemExit(f"error: {e}") from None
     if entry.config.get("method") != "mpa":
