@@ -38,6 +38,8 @@ CANDIDATES = {
             ("transtic", "benchmarks/results/ra-cls-transtic/ra.json", "icm-tic-hybrid"),
             ("mpa", "benchmarks/results/ra-cls-mpa/ra.json", "icm-mpa-tic-hybrid~rho1")],
     "boundary": [("transtic", "benchmarks/results/ra-boundary-transtic/ra.json", "icm-tic-hybrid")],
+    "saliency": [("dora-icm", "benchmarks/results/ra-saliency-dora-icm/ra.json", "icm-dora-lite0-saliency"),
+                 ("prompt-icm", "benchmarks/results/ra-saliency-prompt-icm/ra.json", "icm-picm-lite0")],
 }
 # recon's reference: hp-base's rate-distortion on the same 8 val photos (its shipped hash)
 RECON_REFERENCE = "benchmarks/results/photos-768x512-hp-rerun/rd.json"

@@ -9,7 +9,7 @@ from bitstream import MethodId, TaskTag
 from icmcodec.methods.spec import MethodSpec
 
 SPEC = MethodSpec(
-    "prompt-icm", MethodId.PROMPT_ICM, (TaskTag.SEMSEG, TaskTag.CLS),
+    "prompt-icm", MethodId.PROMPT_ICM, (TaskTag.SEMSEG, TaskTag.CLS, TaskTag.SALIENCY),
     "a frozen ImageNet backbone's stage-1 features coded by one controllable feature codec, steered per task by "
     "an importance map (compression prompt); the decoder finishes the task with task-adaptive prompts in the "
     "task network's frozen later stages and its head (Prompt-ICM); no picture",

@@ -322,7 +322,10 @@ class TaskDecoder(nn.Module):
         ``size`` (the coded picture's size)."""
         f = self._before(self.staged.cut - 1, f_hat)
         feats = self.staged.rest(f, before=lambda i, x: x if i == self.staged.cut else self._before(i, x))
-        return self.head(feats, f.new_zeros(()).expand(f.shape[0], 1, *size))
+        # the decoder has features, not the picture: a head with a full-resolution detail
+        # branch (boundary, saliency) sees the mean picture (0 in the network's units) there,
+        # and the set's copy of the head learns to do without it
+        return self.head(feats, f.new_zeros(()).expand(f.shape[0], 3, *size))
 
     def adapter_state(self) -> dict[str, torch.Tensor]:
         """What a task's adapter stores: the prompts and the head (and the stages only
