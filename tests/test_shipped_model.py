@@ -81,7 +81,10 @@ def test_loading_a_codec_does_not_import_the_training_code():
     assert out.strip() == "[]"
 
 
-def test_a_saliency_file_decodes_through_the_cli_with_the_shipped_network(tmp_path, monkeypatch):
+def _saliency_through_cli(tmp_path, monkeypatch, *encode_args):
+    """Encode a made picture for saliency with ``encode_args``, decode it through the CLI:
+    (the file's ``icm info``, the written map, the in-memory decode), checking that the map
+    is an 8-bit PNG of the picture's size equal to the in-memory output."""
     from click.testing import CliRunner
     from PIL import Image
 
@@ -89,16 +92,26 @@ def test_a_saliency_file_decodes_through_the_cli_with_the_shipped_network(tmp_pa
 
     monkeypatch.chdir(tmp_path)
     Image.fromarray(smooth_image()).save("a.png")
-    r = CliRunner().invoke(main, ["encode", "a.png", "--task", "saliency", "--method", "hyperprior",
-                                  "--quality", "2", "-o", "a.icm"])
+    r = CliRunner().invoke(main, ["encode", "a.png", "--task", "saliency", *encode_args, "-o", "a.icm"])
     assert r.exit_code == 0, r.output
+    info = CliRunner().invoke(main, ["info", "a.icm"]).output
     assert CliRunner().invoke(main, ["decode", "a.icm", "--out-dir", "out"]).exit_code == 0
     png = Image.open(tmp_path / "out" / "a.saliency.png")
     assert png.mode == "L" and png.size == (128, 96)
-    # the file names the shipped network; decoding in memory gives the same map
     res = pipeline.decode_bytes((tmp_path / "a.icm").read_bytes())
-    assert res.tasknet.name == "saliency-sod-lite0"
     assert np.array_equal(np.asarray(png), np.round(np.clip(res.output, 0, 1) * 255).astype(np.uint8))
+    return info, res
+
+
+def test_a_saliency_file_decodes_through_the_cli_with_the_shipped_network(tmp_path, monkeypatch):
+    from click.testing import CliRunner
+    from PIL import Image
+
+    from cli.main import main
+
+    _, res = _saliency_through_cli(tmp_path, monkeypatch, "--method", "hyperprior", "--quality", "2")
+    # the file names the shipped network; decoding in memory gives the same map
+    assert res.tasknet.name == "saliency-sod-lite0"
     r = CliRunner().invoke(main, ["analyze", "a.png", "--task", "saliency", "-o", "clean.png"])
     assert r.exit_code == 0 and Image.open(tmp_path / "clean.png").size == (128, 96)
 
@@ -108,23 +121,7 @@ def test_a_saliency_file_decodes_through_the_cli_with_the_shipped_network(tmp_pa
 def test_a_saliency_file_decodes_through_the_cli_with_a_shipped_set(tmp_path, monkeypatch, method, model, kind):
     # without --method: the measured default for saliency (default_methods.json), DoRA-ICM,
     # whose decoder writes the map itself; Prompt-ICM's set finishes it from coded features
-    # (its head's detail branch has no picture there). Either way the same 8-bit PNG as the
-    # in-memory decode
-    from click.testing import CliRunner
-    from PIL import Image
-
-    from cli.main import main
-
-    monkeypatch.chdir(tmp_path)
-    Image.fromarray(smooth_image()).save("a.png")
-    r = CliRunner().invoke(main, ["encode", "a.png", "--task", "saliency", "-o", "a.icm"]
-                           + (["--method", method] if method else []))
-    assert r.exit_code == 0, r.output
-    info = CliRunner().invoke(main, ["info", "a.icm"])
-    assert f"adapter_hash  {zoo.find(model, kind=kind).hash().hex()}" in info.output, info.output
-    assert CliRunner().invoke(main, ["decode", "a.icm", "--out-dir", "out"]).exit_code == 0
-    png = Image.open(tmp_path / "out" / "a.saliency.png")
-    assert png.mode == "L" and png.size == (128, 96)
-    res = pipeline.decode_bytes((tmp_path / "a.icm").read_bytes())
-    assert np.array_equal(np.asarray(png), np.round(np.clip(res.output, 0, 1) * 255).astype(np.uint8))
+    # (its head's detail branch has no picture there)
+    info, res = _saliency_through_cli(tmp_path, monkeypatch, *(["--method", method] if method else []))
+    assert f"adapter_hash  {zoo.find(model, kind=kind).hash().hex()}" in info, info
     assert 0.0 <= res.output.min() <= res.output.max() <= 1.0

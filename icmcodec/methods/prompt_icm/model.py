@@ -323,7 +323,7 @@ class TaskDecoder(nn.Module):
         f = self._before(self.staged.cut - 1, f_hat)
         feats = self.staged.rest(f, before=lambda i, x: x if i == self.staged.cut else self._before(i, x))
         # the decoder has features, not the picture: a head with a full-resolution detail
-        # branch (boundary, saliency) sees the mean picture (0 in the network's units) there,
+        # branch (boundary, saliency) sees a mid-grey picture (0 in the network's input units),
         # and the set's copy of the head learns to do without it
         return self.head(feats, f.new_zeros(()).expand(f.shape[0], 3, *size))
 
