@@ -125,3 +125,33 @@ def test_a_saliency_file_decodes_through_the_cli_with_a_shipped_set(tmp_path, mo
     info, res = _saliency_through_cli(tmp_path, monkeypatch, *(["--method", method] if method else []))
     assert f"adapter_hash  {zoo.find(model, kind=kind).hash().hex()}" in info, info
     assert 0.0 <= res.output.min() <= res.output.max() <= 1.0
+
+
+def test_an_mpa_file_decodes_for_people_and_for_each_shipped_path_set(tmp_path, monkeypatch):
+    # the shipped MPA model on the shipped TIC base: one file, the recon default, every
+    # shipped path set listed by info and decoding it at its recorded strength; strength 0
+    # gives the cls network the base's picture
+    from click.testing import CliRunner
+    from PIL import Image
+
+    from cli.main import main
+
+    sets = sorted(m.config["task"] for m in zoo.available()
+                  if m.kind == "adapter" and m.config.get("method") == "mpa" and m.path.parent == zoo.SHIPPED)
+    assert "cls" in sets
+    monkeypatch.chdir(tmp_path)
+    Image.fromarray(smooth_image()).save("a.png")
+    run = CliRunner().invoke
+    assert run(main, ["encode", "a.png", "--method", "mpa", "-o", "a.icm"]).exit_code == 0
+    assert json.loads(run(main, ["info", "a.icm", "--json"]).output)["tasks"] == ["recon", *sets]
+    assert run(main, ["decode", "a.icm", "-o", "a.recon.png"]).exit_code == 0
+    assert Image.open("a.recon.png").size == (128, 96)
+    data = (tmp_path / "a.icm").read_bytes()
+    for task in sets:
+        r = run(main, ["decode", "a.icm", "--task", task, "--out-dir", task])
+        assert r.exit_code == 0, r.output
+    res = pipeline.decode_bytes(data, task="cls")
+    assert (tmp_path / "cls" / "a.cls.json").read_bytes() == res.files()[".cls.json"]
+    base = pipeline.decode_bytes(data, task="recon").rgb
+    at0 = pipeline.decode_bytes(data, task="cls", strength=0.0)
+    assert np.array_equal(at0.rgb, base) and not np.array_equal(res.rgb, base)
