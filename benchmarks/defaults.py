@@ -37,7 +37,8 @@ CANDIDATES = {
     "cls": [("prompt-icm", "benchmarks/results/ra-cls-prompt-icm-v2/ra.json", "icm-picm-lite0+picm-cls-slope"),
             ("transtic", "benchmarks/results/ra-cls-transtic/ra.json", "icm-tic-hybrid"),
             ("mpa", "benchmarks/results/ra-cls-mpa/ra.json", "icm-mpa-tic-hybrid~rho0.5")],
-    "boundary": [("transtic", "benchmarks/results/ra-boundary-transtic/ra.json", "icm-tic-hybrid")],
+    "boundary": [("transtic", "benchmarks/results/ra-boundary-transtic/ra.json", "icm-tic-hybrid"),
+                 ("mpa", "benchmarks/results/ra-boundary-mpa/ra.json", "icm-mpa-tic-hybrid~rho1")],
     "saliency": [("dora-icm", "benchmarks/results/ra-saliency-dora-icm/ra.json", "icm-dora-lite0-saliency"),
                  ("prompt-icm", "benchmarks/results/ra-saliency-prompt-icm/ra.json", "icm-picm-lite0")],
 }
